@@ -1,0 +1,69 @@
+"""The shopper's account: status, credits, orders, and plan actions."""
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from app.checkout.forms import ActionForm
+from app.errors import TiffinError
+from app.extensions import db
+from app.models import MealPlan, Order
+from app.services import subscriptions
+from app.services.access import has_access
+from app.services.checkout import order_for_user
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+
+@bp.get("/")
+@login_required
+def index():
+    """Subscription status, period end, meal credits and order history."""
+    subscription = subscriptions.current_subscription(current_user)
+    orders = db.session.scalars(sa.select(Order).where(Order.user_id == current_user.id)
+                                .order_by(Order.created_at.desc(), Order.id.desc()).limit(50)).all()
+    other_plans = []
+    if subscription is not None and subscription.is_live:
+        other_plans = db.session.scalars(sa.select(MealPlan).where(
+            MealPlan.is_active.is_(True), MealPlan.kind == "subscription",
+            MealPlan.id != subscription.meal_plan_id).order_by(MealPlan.sort_order)).all()
+    return render_template("account/index.html", subscription=subscription, orders=orders,
+                           access=has_access(subscription), other_plans=other_plans,
+                           form=ActionForm())
+
+
+@bp.get("/orders/<reference>")
+@login_required
+def order(reference):
+    """One of the shopper's own orders (anyone else's is a 404)."""
+    return render_template("account/order.html", order=order_for_user(current_user, reference))
+
+
+def _action(fn, message):
+    if not ActionForm().validate_on_submit():
+        raise TiffinError("PAYMENT_SIGNATURE_INVALID", "account action without a valid CSRF token")
+    fn()
+    flash(message, "success")
+    return redirect(url_for("account.index"), code=303)
+
+
+@bp.post("/subscription/cancel")
+@login_required
+def cancel_subscription():
+    """Cancel at the end of the paid period."""
+    return _action(lambda: subscriptions.cancel_at_period_end(current_user),
+                   "Your plan will end at the close of the current period.")
+
+
+@bp.post("/subscription/resume")
+@login_required
+def resume_subscription():
+    """Undo a pending cancellation."""
+    return _action(lambda: subscriptions.resume(current_user), "Your plan will continue.")
+
+
+@bp.post("/subscription/change")
+@login_required
+def change_plan():
+    """Switch to another plan; credits follow the new plan."""
+    return _action(lambda: subscriptions.change_plan(current_user, request.form.get("plan", "")),
+                   "Your plan has been changed.")

@@ -1,0 +1,64 @@
+"""Start a purchase; success and cancel pages."""
+from flask import Blueprint, current_app, redirect, render_template
+from flask_login import current_user, login_required
+
+from app.checkout.forms import CheckoutForm
+from app.errors import TiffinError
+from app.extensions import limiter
+from app.services.checkout import cancel_checkout, order_for_user, start_checkout
+from app.services.fulfilment import subscription_for_order
+
+bp = Blueprint("checkout", __name__, url_prefix="/checkout")
+
+
+def _checkout_limit():
+    return current_app.config["CHECKOUT_RATE_LIMIT"]
+
+
+@bp.post("/<slug>")
+@login_required
+@limiter.limit(_checkout_limit)
+def start(slug):
+    """Create a pending order and send the shopper to the gateway."""
+    form = CheckoutForm()
+    form.gateway.choices = []
+    if not form.validate_on_submit():
+        raise TiffinError("GATEWAY_NOT_CONFIGURED", f"checkout form invalid: {form.errors}")
+    order, started = start_checkout(current_user, slug, form.gateway.data, form.checkout_token.data)
+    if started.template:
+        return render_template(started.template, order=order, **started.context)
+    return redirect(started.redirect_url, code=303)
+
+
+@bp.get("/success/<reference>")
+@login_required
+def success(reference):
+    """The order, the subscription and the meal credits, or a page that waits for them."""
+    order = order_for_user(current_user, reference)
+    if not order.is_paid:
+        if order.status in ("pending", "needs_review"):
+            raise TiffinError("PAYMENT_PENDING_CONFIRMATION" if order.status == "pending"
+                              else order.failure_code or "PAYMENT_AMOUNT_MISMATCH",
+                              f"order {reference} is {order.status}", order_reference=reference)
+        raise TiffinError("PAYMENT_DECLINED" if order.status == "failed" else "PAYMENT_NOT_COMPLETED",
+                          f"order {reference} is {order.status}", order_reference=reference,
+                          shopper_detail=order.failure_message)
+    return render_template("checkout/success.html", order=order,
+                           subscription=subscription_for_order(order), user=current_user)
+
+
+@bp.get("/cancel/<reference>")
+@login_required
+def cancel(reference):
+    """The shopper left the gateway's page without paying."""
+    order = cancel_checkout(current_user, reference)
+    return render_template("checkout/cancel.html", order=order)
+
+
+@bp.get("/status/<reference>")
+@login_required
+def status(reference):
+    """Small JSON status for the pending page's poll."""
+    order = order_for_user(current_user, reference)
+    return {"reference": order.reference, "status": order.status}
+

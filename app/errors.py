@@ -1,0 +1,166 @@
+"""The error-code catalogue and the one error page.
+
+Every refusal a shopper can meet has a code here: the HTTP status, what we tell
+the shopper, what they can do next, and a hint for the operator reading logs.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from flask import g, jsonify, render_template, request
+
+log = logging.getLogger("tiffin.errors")
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    http_status: int
+    shopper_message: str
+    next_step: str
+    operator_hint: str
+    refresh_seconds: int | None = None  # the page reloads itself (payment may still land)
+
+
+_CODES = [
+    ErrorCode("PAYMENT_NOT_COMPLETED", 402,
+              "Your payment was not completed, so you have not been charged.",
+              "Go back to the plan and start the checkout again.",
+              "Gateway reports the session unpaid/canceled; the order stays pending or failed."),
+    ErrorCode("PAYMENT_DECLINED", 402,
+              "Your payment was declined by the card issuer or bank.",
+              "Try another card or payment method, or contact your bank.",
+              "Gateway declined the payment; the reason is on the order (failure_code/message)."),
+    ErrorCode("PAYMENT_SIGNATURE_INVALID", 400,
+              "We could not verify this payment response, so nothing was changed.",
+              "If you were charged, your order will be confirmed automatically; otherwise try again.",
+              "Signature check failed on a return/callback or webhook: wrong secret, tampering or replay."),
+    ErrorCode("PAYMENT_USER_MISMATCH", 403,
+              "This payment belongs to a different account than the one you are signed in with.",
+              "Sign in with the account you paid from. Contact support if that is this account.",
+              "Order/gateway metadata user differs from the signed-in user; see fix_payment_user_mismatch."),
+    ErrorCode("PAYMENT_AMOUNT_MISMATCH", 409,
+              "The amount paid does not match the price of the plan, so we have not activated it yet.",
+              "Our team has been alerted and will sort it out; you will not be charged twice.",
+              "Gateway amount/currency differs from the plan; order set to needs_review."),
+    ErrorCode("PAYMENT_SESSION_NOT_FOUND", 404,
+              "We could not find this payment session.",
+              "Start the checkout again from the plan page.",
+              "Return/callback named a session or order id the gateway or our database does not know."),
+    ErrorCode("PAYMENT_PENDING_CONFIRMATION", 202,
+              "Your payment has been received and is being confirmed. This page updates by itself.",
+              "No need to pay again. If this takes more than a few minutes, check your account page.",
+              "Gateway unreachable or payment still processing; webhook or reconcile will fulfil.",
+              refresh_seconds=5),
+    ErrorCode("PLAN_NOT_FOUND", 404,
+              "We could not find that meal plan.",
+              "Browse the plans we offer and pick another.",
+              "Unknown plan slug or id."),
+    ErrorCode("PLAN_INACTIVE", 410,
+              "This meal plan is no longer offered.",
+              "Choose one of the current plans.",
+              "Plan has is_active = false; a paid order for it is set to needs_review."),
+    ErrorCode("ALREADY_SUBSCRIBED", 409,
+              "You already have an active meal plan.",
+              "Manage or change your plan from your account page.",
+              "User holds a live (active/trialing/past_due) subscription."),
+    ErrorCode("GATEWAY_NOT_CONFIGURED", 404,
+              "That payment method is not available.",
+              "Choose another payment method.",
+              "Gateway is not enabled in this deployment (missing keys or disabled)."),
+    ErrorCode("GATEWAY_UNAVAILABLE", 503,
+              "The payment provider could not be reached. You have not been charged.",
+              "Please try again in a minute.",
+              "Gateway API call failed (network/5xx) while starting a checkout."),
+    ErrorCode("ORDER_NOT_FOUND", 404,
+              "We could not find that order.",
+              "Check your account page for your orders.",
+              "Order reference unknown or owned by another user."),
+    ErrorCode("WEBHOOK_SOURCE_FORBIDDEN", 403,
+              "Forbidden.", "", "Webhook from an address outside WEBHOOK_ALLOWED_IPS."),
+    ErrorCode("WEBHOOK_PAYLOAD_INVALID", 400,
+              "Bad request.", "", "Webhook body is not the JSON the gateway documents."),
+    ErrorCode("WEBHOOK_LIVEMODE_MISMATCH", 400,
+              "Bad request.", "", "Test-mode event sent to a live shop (or the reverse)."),
+    ErrorCode("WEBHOOK_STORE_FAILED", 503,
+              "Try again later.", "", "The event could not be stored; the gateway will redeliver."),
+    ErrorCode("REQUEST_TOO_LARGE", 413,
+              "Request too large.", "", "Body larger than WEBHOOK_MAX_BODY_BYTES."),
+    ErrorCode("RATE_LIMITED", 429,
+              "You have started several checkouts in a short time.",
+              "Wait a minute, then try again.",
+              "CHECKOUT_RATE_LIMIT exceeded for this user."),
+    ErrorCode("PAGE_NOT_FOUND", 404,
+              "We could not find that page.", "Go back to the shop.", "No such route."),
+    ErrorCode("INTERNAL_ERROR", 500,
+              "Something went wrong on our side. If you paid, your payment is safe.",
+              "Try again in a moment or contact support with the reference below.",
+              "Unhandled exception; search the logs for the support reference."),
+]
+CATALOGUE: dict[str, ErrorCode] = {c.code: c for c in _CODES}
+
+
+class TiffinError(Exception):
+    """A refusal with a catalogue code. `detail` is for logs, never shown raw."""
+
+    def __init__(self, code: str, detail: str = "", *, order_reference: str | None = None,
+                 shopper_detail: str | None = None):
+        if code not in CATALOGUE:
+            raise ValueError(f"unknown error code {code}")
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+        self.order_reference = order_reference
+        self.shopper_detail = shopper_detail  # e.g. the gateway's decline reason
+
+    @property
+    def entry(self) -> ErrorCode:
+        return CATALOGUE[self.code]
+
+
+def support_reference() -> str:
+    if "support_ref" not in g:
+        g.support_ref = "REF-" + uuid.uuid4().hex[:10].upper()
+    return g.support_ref
+
+
+def render_error(code: str, *, order_reference=None, shopper_detail=None, status=None):
+    """Render the error page (or JSON for webhook routes) for a catalogue code."""
+    entry = CATALOGUE[code]
+    ref = support_reference()
+    if request.path.startswith("/webhooks/"):
+        return jsonify(error=code, support_reference=ref), status or entry.http_status
+    return render_template("errors/error.html", error=entry, support_ref=ref,
+                           order_reference=order_reference,
+                           shopper_detail=shopper_detail), status or entry.http_status
+
+
+def register_errorhandlers(app):
+    @app.errorhandler(TiffinError)
+    def handle_tiffin_error(exc: TiffinError):
+        log.warning("refused %s ref=%s path=%s detail=%s", exc.code, support_reference(),
+                    request.path, exc.detail)
+        return render_error(exc.code, order_reference=exc.order_reference,
+                            shopper_detail=exc.shopper_detail)
+
+    @app.errorhandler(404)
+    def handle_404(_exc):
+        return render_error("PAGE_NOT_FOUND")
+
+    @app.errorhandler(413)
+    def handle_413(_exc):
+        log.warning("refused REQUEST_TOO_LARGE path=%s", request.path)
+        return render_error("REQUEST_TOO_LARGE")
+
+    @app.errorhandler(429)
+    def handle_429(_exc):
+        log.warning("refused RATE_LIMITED path=%s", request.path)
+        return render_error("RATE_LIMITED")
+
+    @app.errorhandler(500)
+    def handle_500(exc):
+        log.exception("unhandled error ref=%s path=%s", support_reference(), request.path,
+                      exc_info=getattr(exc, "original_exception", exc))
+        return render_error("INTERNAL_ERROR")

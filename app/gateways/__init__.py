@@ -1,0 +1,31 @@
+"""Gateway registry: a name -> class map and one lookup function.
+
+This package is the only place the stripe and razorpay SDKs are imported.
+"""
+from __future__ import annotations
+
+from flask import current_app
+
+from app.config import enabled_gateways
+from app.errors import TiffinError
+from app.gateways.base import PaymentGateway
+from app.gateways.test import TestGateway
+
+GATEWAY_CLASSES: dict[str, type[PaymentGateway]] = {
+    TestGateway.name: TestGateway,
+}
+
+
+def available_gateways() -> list[str]:
+    """Names of the gateways this deployment has configured and implemented."""
+    return [n for n in enabled_gateways(current_app.config) if n in GATEWAY_CLASSES]
+
+
+def get_gateway(name: str) -> PaymentGateway:
+    """The configured gateway called `name`, or GATEWAY_NOT_CONFIGURED."""
+    if name not in available_gateways():
+        raise TiffinError("GATEWAY_NOT_CONFIGURED", f"gateway {name!r} is not enabled")
+    cache = current_app.extensions.setdefault("tiffin_gateways", {})
+    if name not in cache:
+        cache[name] = GATEWAY_CLASSES[name](current_app.config)
+    return cache[name]

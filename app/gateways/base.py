@@ -1,0 +1,107 @@
+"""The one small interface every payment gateway implements.
+
+A gateway knows how to start a checkout, how to verify what comes back to the
+return/callback route, and how to verify and parse a webhook. It never touches
+the database: services take what it returns and decide what to change.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+# PaymentResult.status values
+PAID = "paid"                  # money taken; safe to fulfil
+PENDING = "pending"            # may still succeed (processing, gateway unreachable)
+DECLINED = "declined"          # the issuer said no
+NOT_COMPLETED = "not_completed"  # shopper left, session expired, nothing taken
+
+
+@dataclass
+class CheckoutStart:
+    """How to send the shopper on: a redirect, or a page of ours (e.g. checkout.js)."""
+
+    gateway_order_id: str
+    redirect_url: str | None = None
+    template: str | None = None
+    context: dict = field(default_factory=dict)
+
+
+@dataclass
+class PaymentResult:
+    """What the gateway says about one payment, after its signature was verified."""
+
+    status: str
+    gateway_order_id: str
+    gateway_payment_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    metadata_user_id: int | None = None
+    metadata_plan_id: int | None = None
+    order_reference: str | None = None
+    gateway_customer_id: str | None = None
+    gateway_subscription_id: str | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    raw: dict = field(default_factory=dict)
+
+
+@dataclass
+class GatewayEvent:
+    """A webhook whose signature checked out, ready to be stored."""
+
+    event_id: str
+    event_type: str
+    payload: dict
+    created_at: datetime | None = None
+    livemode: bool | None = None
+
+
+class PaymentGateway(ABC):
+    """Implemented once per gateway; looked up by name in app.gateways.registry."""
+
+    name: str = ""
+    display_name: str = ""
+
+    def __init__(self, config: Mapping):
+        self.config = config
+
+    @abstractmethod
+    def start_checkout(self, *, order, plan, user) -> CheckoutStart:
+        """Create the gateway-side order/session for a pending order.
+
+        Raises TiffinError(GATEWAY_UNAVAILABLE) when the gateway cannot be reached.
+        """
+
+    @abstractmethod
+    def verify_return(self, params: Mapping, *, order=None) -> PaymentResult:
+        """Verify the redirect or callback the shopper's browser brought back.
+
+        Raises TiffinError(PAYMENT_SIGNATURE_INVALID | PAYMENT_SESSION_NOT_FOUND);
+        returns status PENDING (never a failure) when the gateway cannot be reached.
+        """
+
+    @abstractmethod
+    def parse_webhook(self, body: bytes, headers: Mapping) -> GatewayEvent:
+        """Verify the signature over the raw body, then parse it.
+
+        Raises TiffinError(PAYMENT_SIGNATURE_INVALID | WEBHOOK_PAYLOAD_INVALID).
+        """
+
+    # Account actions. Gateways that bill on their side (Stripe, Razorpay) override
+    # these to change the remote subscription first; the test gateway has no
+    # remote state, so the local change is all there is.
+    def cancel_subscription_at_period_end(self, subscription) -> None:
+        return None
+
+    def resume_subscription(self, subscription) -> None:
+        return None
+
+    def change_subscription_plan(self, subscription, new_plan) -> None:
+        return None
+
+    def cancel_subscription_now(self, subscription) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Every change of money or access, one transaction per use case."""

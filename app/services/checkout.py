@@ -1,0 +1,158 @@
+"""Starting a checkout and confirming what the shopper's browser brings back."""
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import sqlalchemy as sa
+
+from app.errors import TiffinError
+from app.extensions import db
+from app.gateways import get_gateway
+from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PENDING, CheckoutStart
+from app.models import MealPlan, Order, User
+from app.models.order import (ORDER_CANCELED, ORDER_FAILED, ORDER_KIND_ADDON, ORDER_KIND_NEW,
+                              ORDER_PENDING)
+from app.services import audit
+from app.services.fulfilment import (SETTLED, FulfilmentResult, _create_subscription_and_order,
+                                     find_order, live_subscription)
+
+log = logging.getLogger("tiffin.checkout")
+
+
+def get_plan(slug: str, *, for_sale: bool = True) -> MealPlan:
+    plan = db.session.scalars(sa.select(MealPlan).where(MealPlan.slug == slug)).first()
+    if plan is None:
+        raise TiffinError("PLAN_NOT_FOUND", f"no plan {slug!r}")
+    if for_sale and not plan.is_active:
+        raise TiffinError("PLAN_INACTIVE", f"plan {slug!r} is inactive")
+    return plan
+
+
+def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token: str | None
+                   ) -> tuple[Order, CheckoutStart]:
+    """Create a pending order and the gateway's checkout for it.
+
+    A repeated submit of the same form (same `checkout_token`) gets the first
+    order and its gateway checkout back instead of opening a second one.
+    """
+    plan = get_plan(plan_slug)
+    gateway = get_gateway(gateway_name)
+    if checkout_token:
+        existing = db.session.scalars(sa.select(Order).where(
+            Order.checkout_token == checkout_token, Order.user_id == user.id)).first()
+        if existing is not None and existing.checkout_url and existing.status == ORDER_PENDING:
+            return existing, CheckoutStart(gateway_order_id=existing.gateway_order_id,
+                                           redirect_url=existing.checkout_url)
+    if plan.is_recurring and live_subscription(user.id) is not None:
+        raise TiffinError("ALREADY_SUBSCRIBED", f"user {user.id} has a live subscription")
+
+    order = Order(user_id=user.id, meal_plan_id=plan.id, gateway=gateway.name,
+                  amount_minor=plan.price_minor, currency=plan.currency,
+                  kind=ORDER_KIND_NEW if plan.is_recurring else ORDER_KIND_ADDON,
+                  checkout_token=checkout_token or None)
+    db.session.add(order)
+    try:
+        db.session.flush()
+        audit.record(f"user:{user.id}", "checkout_started", "order", order.id, user_id=user.id,
+                     order_id=order.id, gateway=gateway.name, plan=plan.slug)
+        # Commit before calling the gateway: our reference must exist before
+        # the gateway can possibly send a webhook naming it.
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        db.session.rollback()  # the same token raced in from a double-click
+        existing = db.session.scalars(sa.select(Order).where(
+            Order.checkout_token == checkout_token)).first()
+        if existing is None or existing.user_id != user.id or not existing.checkout_url:
+            raise TiffinError("PAYMENT_PENDING_CONFIRMATION", "duplicate checkout still opening")
+        return existing, CheckoutStart(gateway_order_id=existing.gateway_order_id,
+                                       redirect_url=existing.checkout_url)
+
+    try:
+        started = gateway.start_checkout(order=order, plan=plan, user=user)
+    except TiffinError as exc:
+        order.status = ORDER_FAILED
+        order.failure_code = exc.code
+        order.failure_message = exc.detail
+        audit.record(f"user:{user.id}", "checkout_failed", "order", order.id, user_id=user.id,
+                     order_id=order.id, code=exc.code, detail=exc.detail)
+        db.session.commit()
+        raise
+    order.gateway_order_id = started.gateway_order_id
+    order.checkout_url = started.redirect_url
+    db.session.commit()
+    return order, started
+
+
+def confirm_return(gateway_name: str, user: User, params: Mapping) -> FulfilmentResult:
+    """Verify a return/callback and fulfil through the one helper.
+
+    Raises TiffinError with the code to show: PAYMENT_PENDING_CONFIRMATION when the
+    payment may still land (never a failure for a payment that may have succeeded).
+    """
+    gateway = get_gateway(gateway_name)
+    gateway_order_id = params.get("order_id") or params.get("session_id") or ""
+    order = find_order(gateway.name, gateway_order_id) if gateway_order_id else None
+    if order is None:
+        raise TiffinError("PAYMENT_SESSION_NOT_FOUND", f"{gateway.name} order {gateway_order_id!r}")
+    if order.user_id != user.id:
+        raise TiffinError("PAYMENT_USER_MISMATCH",
+                          f"order {order.reference} belongs to user {order.user_id}, "
+                          f"returned by user {user.id}")
+    result = gateway.verify_return(params, order=order)
+    if order.status in SETTLED:
+        return FulfilmentResult(order, None, created=False)
+    if result.status == PAID:
+        return _create_subscription_and_order(
+            user, order.meal_plan, gateway.name, order.gateway_order_id, result.gateway_payment_id,
+            result.amount_minor, result.currency, actor=f"user:{user.id}",
+            metadata_user_id=result.metadata_user_id,
+            gateway_customer_id=result.gateway_customer_id,
+            gateway_subscription_id=result.gateway_subscription_id,
+            period_start=result.period_start, period_end=result.period_end)
+    if result.status == PENDING:
+        raise TiffinError("PAYMENT_PENDING_CONFIRMATION", f"order {order.reference} still processing",
+                          order_reference=order.reference)
+    if result.status == DECLINED:
+        mark_order_failed(order, result.failure_code or "declined", result.failure_message,
+                          actor=f"user:{user.id}")
+        raise TiffinError("PAYMENT_DECLINED", f"order {order.reference}: {result.failure_code}",
+                          order_reference=order.reference, shopper_detail=result.failure_message)
+    assert result.status == NOT_COMPLETED
+    raise TiffinError("PAYMENT_NOT_COMPLETED", f"order {order.reference} not completed",
+                      order_reference=order.reference)
+
+
+def mark_order_failed(order: Order, failure_code: str, failure_message: str | None, *,
+                      actor: str) -> bool:
+    """Record a decline on a pending order; a paid order is never moved back."""
+    order = find_order(order.gateway, order.gateway_order_id, for_update=True)
+    if order is None or order.status != ORDER_PENDING:
+        db.session.rollback()
+        return False
+    order.status = ORDER_FAILED
+    order.failure_code = failure_code
+    order.failure_message = failure_message
+    audit.record(actor, "payment_failed", "order", order.id, user_id=order.user_id,
+                 order_id=order.id, failure_code=failure_code)
+    db.session.commit()
+    return True
+
+
+def cancel_checkout(user: User, reference: str) -> Order:
+    """The shopper came back through the gateway's cancel link."""
+    order = order_for_user(user, reference)
+    if order.status == ORDER_PENDING:
+        order.status = ORDER_CANCELED
+        audit.record(f"user:{user.id}", "checkout_canceled", "order", order.id, user_id=user.id,
+                     order_id=order.id)
+        db.session.commit()
+    return order
+
+
+def order_for_user(user: User, reference: str) -> Order:
+    """The shopper's own order; anyone else's is ORDER_NOT_FOUND (a 404)."""
+    order = db.session.scalars(sa.select(Order).where(Order.reference == reference)).first()
+    if order is None or order.user_id != user.id:
+        raise TiffinError("ORDER_NOT_FOUND", f"order {reference!r} for user {user.id}")
+    return order

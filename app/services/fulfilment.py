@@ -1,0 +1,284 @@
+"""Fulfilment: the one place a paid order becomes a subscription and meal credits.
+
+Every path that learns of a payment — the return redirect, the gateway callback,
+a webhook, the reconcile backstop, the repair tool — calls
+`_create_subscription_and_order`. It is idempotent on (gateway, gateway order
+id): the first caller fulfils, every later or concurrent caller gets the same
+order and subscription back and changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from app.errors import TiffinError
+from app.extensions import db
+from app.models import MealPlan, Order, Subscription, User
+from app.models.order import (ORDER_CANCELED, ORDER_DISPUTED, ORDER_FAILED, ORDER_KIND_ADDON,
+                              ORDER_KIND_NEW, ORDER_KIND_RENEWAL, ORDER_NEEDS_REVIEW, ORDER_PAID,
+                              ORDER_PARTIALLY_REFUNDED, ORDER_PENDING, ORDER_REFUNDED)
+from app.models.subscription import LIVE_STATUSES, SUB_ACTIVE
+from app.models.types import utcnow
+from app.services import audit, credits, notifications
+from app.services.periods import add_interval
+
+log = logging.getLogger("tiffin.fulfilment")
+
+# Once an order reached one of these, a late or repeated payment signal changes nothing.
+SETTLED = (ORDER_PAID, ORDER_REFUNDED, ORDER_PARTIALLY_REFUNDED, ORDER_DISPUTED)
+# An order may become paid from these (Razorpay sends payment.failed then payment.captured).
+PAYABLE = (ORDER_PENDING, ORDER_FAILED, ORDER_CANCELED, ORDER_NEEDS_REVIEW)
+_SQLITE_LOCK_RETRIES = 20
+
+
+@dataclass
+class FulfilmentResult:
+    order: Order
+    subscription: Subscription | None
+    created: bool  # False when an earlier (or concurrent) call had already fulfilled it
+
+
+def find_order(gateway: str, gateway_order_id: str, *, for_update: bool = False) -> Order | None:
+    query = sa.select(Order).where(Order.gateway == gateway,
+                                   Order.gateway_order_id == gateway_order_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return db.session.scalars(query).first()
+
+
+def subscription_for_order(order: Order) -> Subscription | None:
+    """The subscription an order started, extended, or (for a pack) sat beside."""
+    if order.subscription is not None:
+        return order.subscription
+    if order.parent_order_id is not None:
+        parent = db.session.get(Order, order.parent_order_id)
+        if parent is not None and parent.subscription is not None:
+            return parent.subscription
+    return live_subscription(order.user_id)
+
+
+def live_subscription(user_id: int, *, for_update: bool = False) -> Subscription | None:
+    query = sa.select(Subscription).where(Subscription.user_id == user_id,
+                                          Subscription.status.in_(LIVE_STATUSES))
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return db.session.scalars(query).first()
+
+
+def _settled_result(order: Order, user: User) -> FulfilmentResult:
+    if order.user_id != user.id:
+        raise TiffinError("PAYMENT_USER_MISMATCH",
+                          f"order {order.reference} belongs to user {order.user_id}, not {user.id}",
+                          order_reference=order.reference)
+    return FulfilmentResult(order, subscription_for_order(order), created=False)
+
+
+def _check_payment(order: Order | None, user: User, plan: MealPlan, amount_minor: int,
+                   currency: str, metadata_user_id: int | None) -> None:
+    """Refuse what must not be fulfilled. Raises TiffinError with a specific code."""
+    if order is not None and order.user_id != user.id:
+        raise TiffinError("PAYMENT_USER_MISMATCH",
+                          f"order {order.reference} belongs to user {order.user_id}, not {user.id}",
+                          order_reference=order.reference)
+    if metadata_user_id is not None and int(metadata_user_id) != user.id:
+        raise TiffinError("PAYMENT_USER_MISMATCH",
+                          f"gateway metadata names user {metadata_user_id}, fulfilling for {user.id}",
+                          order_reference=order.reference if order else None)
+    if order is not None and order.meal_plan_id != plan.id:
+        raise TiffinError("PAYMENT_AMOUNT_MISMATCH",
+                          f"order is for plan {order.meal_plan_id}, payment names plan {plan.id}",
+                          order_reference=order.reference)
+    if not plan.is_active:
+        raise TiffinError("PLAN_INACTIVE", f"plan {plan.slug} is inactive",
+                          order_reference=order.reference if order else None)
+    # The order records the price when checkout started; without one, the plan's price.
+    expected_amount = order.amount_minor if order is not None else plan.price_minor
+    expected_currency = (order.currency if order is not None else plan.currency).upper()
+    if amount_minor != expected_amount or (currency or "").upper() != expected_currency:
+        raise TiffinError("PAYMENT_AMOUNT_MISMATCH",
+                          f"paid {amount_minor} {currency}, expected {expected_amount} "
+                          f"{expected_currency}", order_reference=order.reference if order else None)
+
+
+def _start_or_extend_subscription(order: Order, user: User, plan: MealPlan, *, now: datetime,
+                                  period_start, period_end, gateway_subscription_id,
+                                  gateway_customer_id) -> Subscription:
+    current = live_subscription(user.id, for_update=True)
+    if current is not None:
+        # A second plan payment while one is live (two tabs, a reconcile of an
+        # old session): the money bought another period, so extend rather than lose it.
+        order.kind = ORDER_KIND_RENEWAL
+        order.parent_order_id = current.order_id
+        base = max(current.current_period_end, now)
+        current.current_period_end = period_end or add_interval(base, plan.billing_interval,
+                                                                plan.interval_count)
+        current.meal_plan_id = plan.id
+        audit.record(order.gateway, "subscription_extended", "subscription", current.id,
+                     user_id=user.id, order_id=order.id,
+                     period_end=current.current_period_end.isoformat())
+        return current
+    start = period_start or now
+    subscription = Subscription(
+        user_id=user.id, meal_plan_id=plan.id, order_id=order.id, gateway=order.gateway,
+        gateway_subscription_id=gateway_subscription_id, gateway_customer_id=gateway_customer_id,
+        status=SUB_ACTIVE, current_period_start=start,
+        current_period_end=period_end or add_interval(start, plan.billing_interval,
+                                                      plan.interval_count))
+    db.session.add(subscription)
+    db.session.flush()
+    audit.record(order.gateway, "subscription_created", "subscription", subscription.id,
+                 user_id=user.id, order_id=order.id, plan=plan.slug)
+    return subscription
+
+
+def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str,
+                 gateway_payment_id: str | None, amount_minor: int, currency: str, *, actor: str,
+                 metadata_user_id, gateway_customer_id, gateway_subscription_id, period_start,
+                 period_end, gateway_data) -> FulfilmentResult:
+    # Fast path: most repeats (webhook copies, page refreshes) end here with one SELECT.
+    order = find_order(gateway, gateway_order_id)
+    if order is not None and order.status in SETTLED:
+        return _settled_result(order, user)
+
+    # Lock the user, then the order: every money change for one user is serialised,
+    # and a concurrent caller waits here and then sees the winner's paid order.
+    db.session.execute(sa.select(User.id).where(User.id == user.id).with_for_update())
+    order = find_order(gateway, gateway_order_id, for_update=True)
+    if order is not None and order.status in SETTLED:
+        return _settled_result(order, user)
+    if order is not None and order.status not in PAYABLE:
+        raise RuntimeError(f"order {order.reference} in unexpected status {order.status}")
+
+    _check_payment(order, user, plan, amount_minor, currency, metadata_user_id)
+    now = utcnow()
+    if order is None:
+        # Paid at the gateway but we never stored the pending order (reconcile, lost row).
+        order = Order(user_id=user.id, meal_plan_id=plan.id, gateway=gateway,
+                      gateway_order_id=gateway_order_id, amount_minor=amount_minor,
+                      currency=currency.upper(),
+                      kind=ORDER_KIND_NEW if plan.is_recurring else ORDER_KIND_ADDON)
+        db.session.add(order)
+    order.status = ORDER_PAID
+    order.paid_at = now
+    order.gateway_payment_id = gateway_payment_id or order.gateway_payment_id
+    order.gateway_customer_id = gateway_customer_id or order.gateway_customer_id
+    if metadata_user_id is not None:
+        order.gateway_metadata_user_id = int(metadata_user_id)
+    if gateway_data:
+        order.gateway_data = {**(order.gateway_data or {}), **gateway_data}
+    order.failure_code = order.failure_message = None
+    db.session.flush()  # surfaces a unique-key race now, before more work
+
+    source_key = f"order:{order.id}"
+    if plan.is_recurring:
+        subscription = _start_or_extend_subscription(
+            order, user, plan, now=now, period_start=period_start, period_end=period_end,
+            gateway_subscription_id=gateway_subscription_id,
+            gateway_customer_id=gateway_customer_id)
+        credits.reset_plan_credits(user.id, plan.meals_per_period, reason="subscription_start",
+                                   source_key=source_key, subscription_id=subscription.id,
+                                   order_id=order.id)
+        db.session.execute(sa.update(User).where(User.id == user.id)
+                           .values(subscription_status=subscription.status)
+                           .execution_options(synchronize_session="fetch"))
+    else:
+        credits.add_addon_credits(user.id, plan.meals_per_period, reason="addon_pack",
+                                  source_key=source_key, order_id=order.id)
+        subscription = live_subscription(user.id)
+
+    audit.record(actor, "order_fulfilled", "order", order.id, user_id=user.id, order_id=order.id,
+                 gateway=gateway, gateway_order_id=gateway_order_id,
+                 gateway_payment_id=gateway_payment_id, amount_minor=amount_minor,
+                 currency=currency.upper(), plan=plan.slug)
+    notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order.id}",
+                          order=order, plan=plan, subscription=subscription)
+    db.session.commit()
+    log.info("fulfilled order %s (%s %s) for user %s by %s", order.reference, gateway,
+             gateway_order_id, user.id, actor)
+    return FulfilmentResult(order, subscription, created=True)
+
+
+def _record_refusal(gateway: str, gateway_order_id: str, error: TiffinError, actor: str) -> None:
+    """Log and audit a refused fulfilment; put a possibly-paid order in review.
+
+    A user mismatch only means the wrong person came back through the redirect;
+    the real owner's webhook will still fulfil, so the order is left alone.
+    """
+    log.warning("fulfilment refused %s for %s:%s by %s: %s", error.code, gateway, gateway_order_id,
+                actor, error.detail)
+    order = find_order(gateway, gateway_order_id, for_update=True)
+    if order is not None and error.code != "PAYMENT_USER_MISMATCH" and order.status in PAYABLE:
+        order.status = ORDER_NEEDS_REVIEW
+        order.failure_code = error.code
+        order.failure_message = error.detail
+    audit.record(actor, "fulfilment_refused", "order", order.id if order else gateway_order_id,
+                 user_id=order.user_id if order else None, order_id=order.id if order else None,
+                 code=error.code, detail=error.detail, gateway=gateway,
+                 gateway_order_id=gateway_order_id)
+    db.session.commit()
+
+
+def _create_subscription_and_order(user: User, plan: MealPlan, gateway: str, gateway_order_id: str,
+                                   gateway_payment_id: str | None, amount_minor: int,
+                                   currency: str, *, actor: str = "system",
+                                   metadata_user_id: int | None = None,
+                                   gateway_customer_id: str | None = None,
+                                   gateway_subscription_id: str | None = None,
+                                   period_start: datetime | None = None,
+                                   period_end: datetime | None = None,
+                                   gateway_data: dict | None = None) -> FulfilmentResult:
+    """Record a paid order and create or extend its subscription, in one transaction.
+
+    Args:
+        user: who the payment is for (the order's owner, or the signed-in shopper).
+        plan: the plan or add-on pack paid for.
+        gateway, gateway_order_id: the idempotency key; a second call with the same
+            pair returns the first call's order and subscription and changes nothing.
+        gateway_payment_id, amount_minor, currency: what the gateway says was paid.
+        actor: who is asking ("webhook:stripe", "user:12", "cli:fix"), for the audit log.
+        metadata_user_id: the user id the gateway's metadata names, if any.
+        period_start, period_end: the gateway's billing period, when it keeps one.
+
+    Credits: a new subscription sets the plan bucket to the plan's meals per period
+    (an extension does the same); an add-on pack adds its meals.
+
+    Raises:
+        TiffinError PAYMENT_USER_MISMATCH, PAYMENT_AMOUNT_MISMATCH or PLAN_INACTIVE;
+        nothing is fulfilled, the refusal is logged and audited, and an order that
+        may hold money is set to needs_review for the monitor to report.
+    """
+    kwargs = dict(actor=actor, metadata_user_id=metadata_user_id,
+                  gateway_customer_id=gateway_customer_id,
+                  gateway_subscription_id=gateway_subscription_id, period_start=period_start,
+                  period_end=period_end, gateway_data=gateway_data)
+    for attempt in range(_SQLITE_LOCK_RETRIES):
+        try:
+            return _fulfil_once(user, plan, gateway, gateway_order_id, gateway_payment_id,
+                                amount_minor, currency, **kwargs)
+        except IntegrityError:
+            # A concurrent caller inserted the same order/subscription/grant first.
+            db.session.rollback()
+            winner = find_order(gateway, gateway_order_id)
+            if winner is not None and winner.status in SETTLED:
+                return _settled_result(winner, user)
+            if attempt >= 2:
+                raise
+        except TiffinError as error:
+            db.session.rollback()
+            _record_refusal(gateway, gateway_order_id, error, actor)
+            raise
+        except OperationalError as exc:
+            # SQLite (development) refuses a second writer instead of waiting.
+            db.session.rollback()
+            if db.engine.dialect.name != "sqlite" or "locked" not in str(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+        except Exception:
+            db.session.rollback()
+            raise
+    raise RuntimeError(f"could not fulfil {gateway}:{gateway_order_id}: database stayed locked")

@@ -1,0 +1,45 @@
+"""POST /webhooks/<gateway>: verify, store, then act.
+
+2xx once the event is stored, whatever its handler does; 5xx only when it could
+not be stored (so the gateway redelivers); 400 for a bad signature or body.
+"""
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.errors import TiffinError, render_error
+from app.extensions import csrf, db
+from app.gateways import get_gateway
+from app.services.webhook_inbox import process_event, store_event
+from app.webhooks.source import check_source, client_address
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+log = logging.getLogger("tiffin.webhooks")
+
+
+@bp.post("/<gateway>")
+@csrf.exempt
+def receive(gateway):
+    """Receive one gateway event."""
+    source = client_address()
+    if (request.content_length or 0) > current_app.config["WEBHOOK_MAX_BODY_BYTES"]:
+        raise TiffinError("REQUEST_TOO_LARGE", f"{gateway} webhook of {request.content_length} bytes")
+    check_source(gateway, source)
+    event = get_gateway(gateway).parse_webhook(request.get_data(), request.headers)
+    try:
+        stored, is_new = store_event(gateway, event, source)
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("could not store %s event %s; answering 503 so it is redelivered",
+                      gateway, event.event_id)
+        return render_error("WEBHOOK_STORE_FAILED")
+    status = stored.status
+    if is_new:
+        try:
+            status = process_event(stored, source_address=source)
+        except Exception:  # stored already: the retry command will finish it
+            db.session.rollback()
+            log.exception("processing %s event %s failed after it was stored", gateway,
+                          event.event_id)
+    return jsonify(received=True, duplicate=not is_new, status=status), 200
