@@ -46,6 +46,8 @@ class PaymentResult:
     period_end: datetime | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+    refunded_minor: int = 0
+    created_at: datetime | None = None
     raw: dict = field(default_factory=dict)
 
 
@@ -90,6 +92,11 @@ class PaymentGateway(ABC):
 
         Raises TiffinError(PAYMENT_SIGNATURE_INVALID | WEBHOOK_PAYLOAD_INVALID).
         """
+
+    def list_recent_payments(self, since: datetime) -> list[PaymentResult]:
+        """Every checkout/payment the gateway knows of since `since`, newest first,
+        for the reconcile backstop. Gateways without an API to ask return []."""
+        return []
 
     # Account actions. Gateways that bill on their side (Stripe, Razorpay) override
     # these to change the remote subscription first; the test gateway has no

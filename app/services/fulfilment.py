@@ -112,12 +112,16 @@ def _start_or_extend_subscription(order: Order, user: User, plan: MealPlan, *, n
     if current is not None:
         # A second plan payment while one is live (two tabs, a reconcile of an
         # old session): the money bought another period, so extend rather than lose it.
+        # A gateway renewal arrives the same way, with the gateway's own period.
         order.kind = ORDER_KIND_RENEWAL
         order.parent_order_id = current.order_id
         base = max(current.current_period_end, now)
+        current.current_period_start = period_start or base
         current.current_period_end = period_end or add_interval(base, plan.billing_interval,
                                                                 plan.interval_count)
         current.meal_plan_id = plan.id
+        current.status = SUB_ACTIVE  # a paid renewal ends any past_due grace period
+        current.grace_period_ends_at = None
         audit.record(order.gateway, "subscription_extended", "subscription", current.id,
                      user_id=user.id, order_id=order.id,
                      period_end=current.current_period_end.isoformat())
@@ -195,8 +199,12 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
                  gateway=gateway, gateway_order_id=gateway_order_id,
                  gateway_payment_id=gateway_payment_id, amount_minor=amount_minor,
                  currency=currency.upper(), plan=plan.slug)
-    notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order.id}",
-                          order=order, plan=plan, subscription=subscription)
+    if order.kind == ORDER_KIND_RENEWAL:
+        notifications.enqueue(user, "renewal", f"renewal:{order.id}", order=order,
+                              subscription=subscription)
+    else:
+        notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order.id}",
+                              order=order, plan=plan, subscription=subscription)
     db.session.commit()
     log.info("fulfilled order %s (%s %s) for user %s by %s", order.reference, gateway,
              gateway_order_id, user.id, actor)
