@@ -59,6 +59,9 @@ class Order(db.Model):
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     paid_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    # Set when the gateway reports an authorised payment we have not captured yet
+    # (Razorpay auto-refunds those after a few days; the monitor watches them).
+    authorized_at: Mapped[object | None] = mapped_column(UTCDateTime)
 
     user = relationship("User", back_populates="orders", foreign_keys=[user_id])
     meal_plan = relationship("MealPlan")
@@ -74,6 +77,7 @@ class Order(db.Model):
         sa.Index("ix_orders_status_created", "status", "created_at"),
         sa.Index("ix_orders_gateway_created", "gateway", "created_at"),
         sa.Index("ix_orders_parent", "parent_order_id"),
+        sa.Index("ix_orders_status_authorized", "status", "authorized_at"),
     )
 
     @property

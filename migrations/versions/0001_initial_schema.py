@@ -160,6 +160,7 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('paid_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('authorized_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint('amount_minor >= 0', name=op.f('ck_orders_amount_non_negative')),
     sa.CheckConstraint('refunded_minor >= 0', name=op.f('ck_orders_refunded_non_negative')),
     sa.ForeignKeyConstraint(['meal_plan_id'], ['meal_plans.id'], name=op.f('fk_orders_meal_plan_id_meal_plans')),
@@ -174,6 +175,7 @@ def upgrade():
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.create_index('ix_orders_gateway_created', ['gateway', 'created_at'], unique=False)
         batch_op.create_index('ix_orders_parent', ['parent_order_id'], unique=False)
+        batch_op.create_index('ix_orders_status_authorized', ['status', 'authorized_at'], unique=False)
         batch_op.create_index('ix_orders_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index('ix_orders_user_created', ['user_id', 'created_at'], unique=False)
 
@@ -294,6 +296,7 @@ def downgrade():
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index('ix_orders_user_created')
         batch_op.drop_index('ix_orders_status_created')
+        batch_op.drop_index('ix_orders_status_authorized')
         batch_op.drop_index('ix_orders_parent')
         batch_op.drop_index('ix_orders_gateway_created')
 
