@@ -152,3 +152,28 @@ def test_checkout_requires_login(client):
     r = client.post("/checkout/lunch-monthly", data={"gateway": "test", "checkout_token": "x"})
     assert r.status_code == 302 and "/login" in r.location
     assert count(Order) == 0
+
+
+def test_success_page_for_unconfirmed_order_waits_and_refreshes(client, auth):
+    auth.register()
+    start_checkout(client)
+    order = db.session.scalars(sa.select(Order)).one()
+
+    r = client.get(f"/checkout/success/{order.reference}")
+
+    assert r.status_code == 202 and "PAYMENT_PENDING_CONFIRMATION" in r.text
+    assert '<meta http-equiv="refresh" content="5">' in r.text
+    assert "No need to pay again" in r.text
+
+
+def test_success_page_for_order_in_review_names_the_problem(client, auth):
+    auth.register()
+    start_checkout(client)
+    order = db.session.scalars(sa.select(Order)).one()
+    order.status, order.failure_code = "needs_review", "PAYMENT_AMOUNT_MISMATCH"
+    db.session.commit()
+
+    r = client.get(f"/checkout/success/{order.reference}")
+
+    assert r.status_code == 409 and "PAYMENT_AMOUNT_MISMATCH" in r.text
+    assert "REF-" in r.text  # a support reference to quote

@@ -3,7 +3,7 @@ from flask import Blueprint, current_app, redirect, render_template
 from flask_login import current_user, login_required
 
 from app.checkout.forms import CheckoutForm
-from app.errors import TiffinError
+from app.errors import CATALOGUE, TiffinError
 from app.extensions import limiter
 from app.services.checkout import cancel_checkout, order_for_user, start_checkout
 from app.services.fulfilment import subscription_for_order
@@ -36,15 +36,22 @@ def success(reference):
     """The order, the subscription and the meal credits, or a page that waits for them."""
     order = order_for_user(current_user, reference)
     if not order.is_paid:
-        if order.status in ("pending", "needs_review"):
-            raise TiffinError("PAYMENT_PENDING_CONFIRMATION" if order.status == "pending"
-                              else order.failure_code or "PAYMENT_AMOUNT_MISMATCH",
-                              f"order {reference} is {order.status}", order_reference=reference)
-        raise TiffinError("PAYMENT_DECLINED" if order.status == "failed" else "PAYMENT_NOT_COMPLETED",
-                          f"order {reference} is {order.status}", order_reference=reference,
-                          shopper_detail=order.failure_message)
+        raise TiffinError(_code_for_unpaid(order), f"order {reference} is {order.status}",
+                          order_reference=reference, shopper_detail=order.failure_message
+                          if order.status == "failed" else None)
     return render_template("checkout/success.html", order=order,
                            subscription=subscription_for_order(order), user=current_user)
+
+
+def _code_for_unpaid(order) -> str:
+    """The error code that tells the shopper where an unpaid order stands."""
+    if order.status == "pending":
+        return "PAYMENT_PENDING_CONFIRMATION"
+    if order.status == "needs_review":
+        return order.failure_code if order.failure_code in CATALOGUE else "PAYMENT_AMOUNT_MISMATCH"
+    if order.status == "failed":
+        return "PAYMENT_DECLINED"
+    return "PAYMENT_NOT_COMPLETED"
 
 
 @bp.get("/cancel/<reference>")

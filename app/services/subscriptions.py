@@ -12,7 +12,7 @@ from app.extensions import db
 from app.gateways import get_gateway
 from app.models import MealPlan, Subscription, User
 from app.models.types import utcnow
-from app.services import audit, credits
+from app.services import audit, credits, notifications
 from app.services.fulfilment import live_subscription
 
 
@@ -40,8 +40,6 @@ def cancel_at_period_end(user: User) -> Subscription:
     audit.record(f"user:{user.id}", "subscription_cancel_requested", "subscription",
                  subscription.id, user_id=user.id,
                  period_end=subscription.current_period_end.isoformat())
-    from app.services import notifications
-
     notifications.enqueue(user, "cancellation", f"cancellation:{subscription.id}:"
                           f"{int(subscription.canceled_at.timestamp())}", subscription=subscription)
     db.session.commit()
