@@ -9,7 +9,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from flask import g, jsonify, render_template, request
+from flask import g, jsonify, render_template, request, url_for
 
 log = logging.getLogger("tiffin.errors")
 
@@ -66,6 +66,10 @@ _CODES = [
               "You already have an active meal plan.",
               "Manage or change your plan from your account page.",
               "User holds a live (active/trialing/past_due) subscription."),
+    ErrorCode("SUBSCRIPTION_CHANGE_UNSUPPORTED", 409,
+              "This change cannot be made to a plan paid through this payment provider.",
+              "Your plan stays as it is. Contact support, or start a new plan when this one ends.",
+              "The gateway has no API for it (Razorpay cannot undo a cycle-end cancellation)."),
     ErrorCode("GATEWAY_NOT_CONFIGURED", 404,
               "That payment method is not available.",
               "Choose another payment method.",
@@ -133,8 +137,20 @@ def render_error(code: str, *, order_reference=None, shopper_detail=None, status
     if request.path.startswith("/webhooks/"):
         return jsonify(error=code, support_reference=ref), status or entry.http_status
     return render_template("errors/error.html", error=entry, support_ref=ref,
-                           order_reference=order_reference,
-                           shopper_detail=shopper_detail), status or entry.http_status
+                           order_reference=order_reference, shopper_detail=shopper_detail,
+                           refresh_url=_refresh_url(entry, order_reference)
+                           ), status or entry.http_status
+
+
+def _refresh_url(entry: ErrorCode, order_reference: str | None) -> str | None:
+    """Where a self-refreshing page reloads: the order's own status page when we
+    know the order (a POST callback URL must never be re-requested), else this
+    page if it was a GET."""
+    if not entry.refresh_seconds:
+        return None
+    if order_reference:
+        return url_for("checkout.success", reference=order_reference)
+    return request.full_path if request.method == "GET" else None
 
 
 def register_errorhandlers(app):

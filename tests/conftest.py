@@ -71,15 +71,21 @@ def _empty_tables():
                 conn.execute(sa.text(f"DELETE FROM {name}"))
 
 
-@pytest.fixture
-def app(_schema):
-    app = make_app()
+def serve_app(app, prepare=None):
+    """Yield `app` inside its context on an emptied, seeded database (for app fixtures)."""
     with app.app_context():
         _empty_tables()
         seed_catalogue()
+        if prepare is not None:
+            prepare()
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def app(_schema):
+    yield from serve_app(make_app())
 
 
 @pytest.fixture

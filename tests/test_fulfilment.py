@@ -220,3 +220,57 @@ def test_concurrent_add_on_packs_never_lose_meals(app, pg_only):
     db.session.expire_all()
     assert db.session.get(User, user_id).addon_meal_credits == 40
     assert count(CreditLedgerEntry) == 8
+
+
+def _gateway_billed_subscription(u, gateway_subscription_id="sub_gw_1"):
+    pending_order(u)
+    first = fulfil(u, gateway_subscription_id=gateway_subscription_id)
+    return first
+
+
+def test_gateway_renewal_with_prorated_amount_is_accepted(app):
+    u = make_user()
+    first = _gateway_billed_subscription(u)
+    p = plan("lunch-monthly")
+
+    renewal = _create_subscription_and_order(u, p, "test", "in_renewal_1", "pi_1", 12345,
+                                             p.currency, actor="test",
+                                             gateway_subscription_id="sub_gw_1")
+
+    assert renewal.created and renewal.order.status == "paid"
+    assert renewal.order.amount_minor == 12345 and renewal.subscription.id == first.subscription.id
+
+
+def test_gateway_renewal_in_another_currency_is_refused(app):
+    u = make_user()
+    _gateway_billed_subscription(u)
+    p = plan("lunch-monthly")
+    with pytest.raises(TiffinError) as exc:
+        _create_subscription_and_order(u, p, "test", "in_renewal_2", "pi_2", p.price_minor, "USD",
+                                       actor="test", gateway_subscription_id="sub_gw_1")
+    assert exc.value.code == "PAYMENT_AMOUNT_MISMATCH"
+
+
+def test_retired_plan_keeps_renewing_but_is_not_sold_again(app):
+    u = make_user()
+    _gateway_billed_subscription(u)
+    p = plan("lunch-monthly")
+    p.is_active = False
+    db.session.commit()
+
+    renewal = _create_subscription_and_order(u, p, "test", "in_renewal_3", "pi_3", p.price_minor,
+                                             p.currency, actor="test",
+                                             gateway_subscription_id="sub_gw_1")
+    assert renewal.created
+
+    other = make_user("new@example.com")
+    with pytest.raises(TiffinError) as exc:
+        fulfil(other, gateway_order_id="tgo_new", payment_id="tgp_new")
+    assert exc.value.code == "PLAN_INACTIVE"
+
+
+def test_amount_differing_from_list_price_is_still_refused_for_a_first_payment(app):
+    u = make_user()
+    with pytest.raises(TiffinError) as exc:
+        fulfil(u, gateway_order_id="tgo_direct", amount=12345, gateway_subscription_id="sub_new")
+    assert exc.value.code == "PAYMENT_AMOUNT_MISMATCH"

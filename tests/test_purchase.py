@@ -162,7 +162,7 @@ def test_success_page_for_unconfirmed_order_waits_and_refreshes(client, auth):
     r = client.get(f"/checkout/success/{order.reference}")
 
     assert r.status_code == 202 and "PAYMENT_PENDING_CONFIRMATION" in r.text
-    assert '<meta http-equiv="refresh" content="5">' in r.text
+    assert f'<meta http-equiv="refresh" content="5; url=/checkout/success/{order.reference}">' in r.text
     assert "No need to pay again" in r.text
 
 

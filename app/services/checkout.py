@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Mapping
 
 import sqlalchemy as sa
 
-from app.errors import TiffinError
+from app.errors import CATALOGUE, TiffinError
 from app.extensions import db
 from app.gateways import get_gateway
 from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PENDING, CheckoutStart
 from app.models import MealPlan, Order, User
 from app.models.order import (ORDER_CANCELED, ORDER_FAILED, ORDER_KIND_ADDON, ORDER_KIND_NEW,
                               ORDER_PENDING)
+from app.models.types import utcnow
 from app.services import audit
 from app.services.fulfilment import (SETTLED, FulfilmentResult, _create_subscription_and_order,
                                      find_order, live_subscription)
@@ -41,9 +43,9 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
     if checkout_token:
         existing = db.session.scalars(sa.select(Order).where(
             Order.checkout_token == checkout_token, Order.user_id == user.id)).first()
-        if existing is not None and existing.checkout_url and existing.status == ORDER_PENDING:
-            return existing, CheckoutStart(gateway_order_id=existing.gateway_order_id,
-                                           redirect_url=existing.checkout_url)
+        resumed = _resume_checkout(existing)
+        if resumed is not None and existing.status == ORDER_PENDING:
+            return existing, resumed
     if plan.is_recurring and live_subscription(user.id) is not None:
         raise TiffinError("ALREADY_SUBSCRIBED", f"user {user.id} has a live subscription")
 
@@ -61,12 +63,7 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
         db.session.commit()
     except sa.exc.IntegrityError:
         db.session.rollback()  # the same token raced in from a double-click
-        existing = db.session.scalars(sa.select(Order).where(
-            Order.checkout_token == checkout_token)).first()
-        if existing is None or existing.user_id != user.id or not existing.checkout_url:
-            raise TiffinError("PAYMENT_PENDING_CONFIRMATION", "duplicate checkout still opening")
-        return existing, CheckoutStart(gateway_order_id=existing.gateway_order_id,
-                                       redirect_url=existing.checkout_url)
+        return _await_first_submit(user, checkout_token)
 
     try:
         started = gateway.start_checkout(order=order, plan=plan, user=user)
@@ -80,8 +77,44 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
         raise
     order.gateway_order_id = started.gateway_order_id
     order.checkout_url = started.redirect_url
+    if started.template:  # a page of ours (Razorpay checkout.js): keep what re-renders it
+        order.gateway_data = {**(order.gateway_data or {}), "checkout": {
+            "template": started.template, "context": started.context}}
     db.session.commit()
     return order, started
+
+
+def _await_first_submit(user: User, checkout_token: str, *, tries: int = 20,
+                        pause: float = 0.25) -> tuple[Order, CheckoutStart]:
+    """A double-click's second request: wait briefly for the first one to open the
+    gateway checkout, then send this request to the same place."""
+    for _ in range(tries):
+        existing = db.session.scalars(sa.select(Order).where(
+            Order.checkout_token == checkout_token)).first()
+        if existing is None or existing.user_id != user.id:
+            raise TiffinError("PAYMENT_SESSION_NOT_FOUND", "checkout token belongs to another user")
+        resumed = _resume_checkout(existing)
+        if resumed is not None:
+            return existing, resumed
+        if existing.status != ORDER_PENDING:  # the first submit failed at the gateway
+            raise TiffinError(existing.failure_code if existing.failure_code in CATALOGUE
+                              else "GATEWAY_UNAVAILABLE", f"first submit ended {existing.status}")
+        db.session.rollback()  # a fresh snapshot for the next look
+        time.sleep(pause)
+    raise TiffinError("GATEWAY_UNAVAILABLE", "first submit of this checkout is still opening")
+
+
+def _resume_checkout(order: Order | None) -> CheckoutStart | None:
+    """The checkout an order already opened (redirect or page), for a repeated submit."""
+    if order is None or not order.gateway_order_id:
+        return None
+    page = (order.gateway_data or {}).get("checkout")
+    if order.checkout_url or page:
+        return CheckoutStart(gateway_order_id=order.gateway_order_id,
+                             redirect_url=order.checkout_url,
+                             template=page["template"] if page else None,
+                             context=dict(page["context"]) if page else {})
+    return None
 
 
 def confirm_return(gateway_name: str, user: User, params: Mapping) -> FulfilmentResult:
@@ -111,6 +144,8 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
             gateway_subscription_id=result.gateway_subscription_id,
             period_start=result.period_start, period_end=result.period_end)
     if result.status == PENDING:
+        if result.raw.get("authorized"):
+            mark_order_authorized(order, at=result.created_at or utcnow(), actor=f"user:{user.id}")
         raise TiffinError("PAYMENT_PENDING_CONFIRMATION", f"order {order.reference} still processing",
                           order_reference=order.reference)
     if result.status == DECLINED:
@@ -135,6 +170,20 @@ def mark_order_failed(order: Order, failure_code: str, failure_message: str | No
     order.failure_message = failure_message
     audit.record(actor, "payment_failed", "order", order.id, user_id=order.user_id,
                  order_id=order.id, failure_code=failure_code)
+    db.session.commit()
+    return True
+
+
+def mark_order_authorized(order: Order, *, at, actor: str) -> bool:
+    """Note that the gateway holds an authorised, uncaptured payment for a pending order
+    (Razorpay refunds those after a few days; the monitor watches `authorized_at`)."""
+    order = find_order(order.gateway, order.gateway_order_id, for_update=True)
+    if order is None or order.status not in (ORDER_PENDING, ORDER_FAILED) or order.authorized_at:
+        db.session.rollback()
+        return False
+    order.authorized_at = at
+    audit.record(actor, "payment_authorized", "order", order.id, user_id=order.user_id,
+                 order_id=order.id)
     db.session.commit()
     return True
 

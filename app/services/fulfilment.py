@@ -51,6 +51,16 @@ def find_order(gateway: str, gateway_order_id: str, *, for_update: bool = False)
     return db.session.scalars(query).first()
 
 
+def lock_user(user_id: int) -> None:
+    """Lock a user's row for the rest of the transaction.
+
+    Lock order, everywhere money or access changes: user, then order, then
+    subscription. Taking the user first serialises all of one shopper's changes
+    and rules out deadlocks between fulfilment and lifecycle updates.
+    """
+    db.session.execute(sa.select(User.id).where(User.id == user_id).with_for_update())
+
+
 def subscription_for_order(order: Order) -> Subscription | None:
     """The subscription an order started, extended, or (for a pack) sat beside."""
     if order.subscription is not None:
@@ -79,8 +89,15 @@ def _settled_result(order: Order, user: User) -> FulfilmentResult:
 
 
 def _check_payment(order: Order | None, user: User, plan: MealPlan, amount_minor: int,
-                   currency: str, metadata_user_id: int | None) -> None:
-    """Refuse what must not be fulfilled. Raises TiffinError with a specific code."""
+                   currency: str, metadata_user_id: int | None, *,
+                   gateway_renewal: bool = False) -> None:
+    """Refuse what must not be fulfilled. Raises TiffinError with a specific code.
+
+    A renewal the gateway charged on a subscription it bills (`gateway_renewal`) is
+    the gateway's own figure: prorations, coupons and tax make it differ from the
+    list price, and a plan retired from sale keeps renewing for its subscribers.
+    Only its currency must match.
+    """
     if order is not None and order.user_id != user.id:
         raise TiffinError("PAYMENT_USER_MISMATCH",
                           f"order {order.reference} belongs to user {order.user_id}, not {user.id}",
@@ -93,13 +110,14 @@ def _check_payment(order: Order | None, user: User, plan: MealPlan, amount_minor
         raise TiffinError("PAYMENT_AMOUNT_MISMATCH",
                           f"order is for plan {order.meal_plan_id}, payment names plan {plan.id}",
                           order_reference=order.reference)
-    if not plan.is_active:
+    if not plan.is_active and not gateway_renewal:
         raise TiffinError("PLAN_INACTIVE", f"plan {plan.slug} is inactive",
                           order_reference=order.reference if order else None)
     # The order records the price when checkout started; without one, the plan's price.
     expected_amount = order.amount_minor if order is not None else plan.price_minor
     expected_currency = (order.currency if order is not None else plan.currency).upper()
-    if amount_minor != expected_amount or (currency or "").upper() != expected_currency:
+    amount_ok = amount_minor >= 0 if gateway_renewal else amount_minor == expected_amount
+    if not amount_ok or (currency or "").upper() != expected_currency:
         raise TiffinError("PAYMENT_AMOUNT_MISMATCH",
                           f"paid {amount_minor} {currency}, expected {expected_amount} "
                           f"{expected_currency}", order_reference=order.reference if order else None)
@@ -151,14 +169,19 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
 
     # Lock the user, then the order: every money change for one user is serialised,
     # and a concurrent caller waits here and then sees the winner's paid order.
-    db.session.execute(sa.select(User.id).where(User.id == user.id).with_for_update())
+    lock_user(user.id)
     order = find_order(gateway, gateway_order_id, for_update=True)
     if order is not None and order.status in SETTLED:
+        db.session.commit()  # release the locks: a concurrent caller won
         return _settled_result(order, user)
     if order is not None and order.status not in PAYABLE:
         raise RuntimeError(f"order {order.reference} in unexpected status {order.status}")
 
-    _check_payment(order, user, plan, amount_minor, currency, metadata_user_id)
+    current = live_subscription(user.id) if order is None and gateway_subscription_id else None
+    gateway_renewal = (current is not None and current.gateway == gateway
+                       and current.gateway_subscription_id == gateway_subscription_id)
+    _check_payment(order, user, plan, amount_minor, currency, metadata_user_id,
+                   gateway_renewal=gateway_renewal)
     now = utcnow()
     if order is None:
         # Paid at the gateway but we never stored the pending order (reconcile, lost row).

@@ -24,7 +24,7 @@ from app.models.subscription import (LIVE_STATUSES, SUB_CANCELED, SUB_PAST_DUE, 
 from app.models.types import utcnow
 from app.money import format_money
 from app.services import audit, credits, notifications
-from app.services.fulfilment import FulfilmentResult, _create_subscription_and_order
+from app.services.fulfilment import FulfilmentResult, _create_subscription_and_order, lock_user
 
 log = logging.getLogger("tiffin.lifecycle")
 
@@ -39,6 +39,8 @@ def find_subscription(gateway: str, gateway_subscription_id: str, *, for_update:
 
 
 def _lock(subscription: Subscription) -> Subscription:
+    """Lock the subscription's user, then the subscription (see fulfilment.lock_user)."""
+    lock_user(subscription.user_id)
     return db.session.scalars(sa.select(Subscription).where(Subscription.id == subscription.id)
                               .with_for_update().execution_options(populate_existing=True)).one()
 
@@ -187,6 +189,7 @@ def end_subscription(subscription: Subscription, *, status: str, actor: str,
 
 
 def _lock_order(order: Order) -> Order:
+    lock_user(order.user_id)
     return db.session.scalars(sa.select(Order).where(Order.id == order.id).with_for_update()
                               .execution_options(populate_existing=True)).one()
 

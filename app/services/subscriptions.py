@@ -13,7 +13,7 @@ from app.gateways import get_gateway
 from app.models import MealPlan, Subscription, User
 from app.models.types import utcnow
 from app.services import audit, credits, notifications
-from app.services.fulfilment import live_subscription
+from app.services.fulfilment import live_subscription, lock_user
 
 
 def current_subscription(user: User) -> Subscription | None:
@@ -26,6 +26,7 @@ def current_subscription(user: User) -> Subscription | None:
 
 
 def _require_live(user: User) -> Subscription:
+    lock_user(user.id)
     subscription = live_subscription(user.id, for_update=True)
     if subscription is None:
         raise TiffinError("ORDER_NOT_FOUND", f"user {user.id} has no live subscription")
