@@ -4,6 +4,15 @@
 the route acknowledged can never be lost. `process_event` runs its handler,
 records the attempt, and marks the event processed, ignored or failed (with
 exponential backoff for the retry command, dead after WEBHOOK_MAX_ATTEMPTS).
+
+Work is claimed through `next_attempt_at`, which doubles as a lease: a new
+event is stored with `next_attempt_at = now + WEBHOOK_STUCK_AFTER_SECONDS`
+(the delivering request processes it inline), and `claim_due_events` moves it
+forward again before a retry runs. An event whose process died between store
+and process therefore becomes due once the lease runs out, and two retry
+workers never run one event at the same time: candidates are locked with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL and the claim itself is a
+compare-and-set on `next_attempt_at`, which also holds on SQLite.
 """
 from __future__ import annotations
 
@@ -19,43 +28,71 @@ from app.extensions import db
 from app.gateways.base import GatewayEvent
 from app.models import WebhookDeliveryAttempt, WebhookEvent
 from app.models.types import utcnow
-from app.models.webhook import EVENT_DEAD, EVENT_FAILED, EVENT_IGNORED, EVENT_PROCESSED
+from app.models.webhook import (EVENT_DEAD, EVENT_FAILED, EVENT_IGNORED, EVENT_PROCESSED,
+                                EVENT_RECEIVED)
+from app.services.work_claims import claim_due
 
 log = logging.getLogger("tiffin.webhooks")
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_CAP_SECONDS = 6 * 3600
+RETRYABLE = (EVENT_RECEIVED, EVENT_FAILED)
+MIN_CLAIM_LEASE_SECONDS = 60
+
+
+def _stuck_after() -> timedelta:
+    """How long the delivering request may take before a stored event counts as stuck."""
+    return timedelta(seconds=current_app.config["WEBHOOK_STUCK_AFTER_SECONDS"])
+
+
+def _lease() -> timedelta:
+    """How long a retry worker's claim on an event lasts."""
+    return max(_stuck_after(), timedelta(seconds=MIN_CLAIM_LEASE_SECONDS))
+
+
+def find_event(gateway: str, event_id: str) -> WebhookEvent | None:
+    return db.session.scalars(sa.select(WebhookEvent).where(
+        WebhookEvent.gateway == gateway, WebhookEvent.event_id == event_id)).first()
 
 
 def store_event(gateway: str, event: GatewayEvent, source_address: str | None
                 ) -> tuple[WebhookEvent, bool]:
-    """Commit the event; return (row, is_new). A known event id is not stored twice."""
-    existing = db.session.scalars(sa.select(WebhookEvent).where(
-        WebhookEvent.gateway == gateway, WebhookEvent.event_id == event.event_id)).first()
+    """Commit the event; return (row, is_new). A known event id is not stored twice.
+
+    Raises SQLAlchemyError when the database cannot store it (the route answers 5xx).
+    """
+    existing = find_event(gateway, event.event_id)
     if existing is not None:
         return existing, False
+    now = utcnow()
     row = WebhookEvent(gateway=gateway, event_id=event.event_id, event_type=event.event_type,
                        gateway_created_at=event.created_at, livemode=event.livemode,
-                       payload=event.payload, source_address=source_address)
+                       payload=event.payload, source_address=source_address,
+                       status=EVENT_RECEIVED, received_at=now,
+                       next_attempt_at=now + _stuck_after())
     db.session.add(row)
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()  # the same delivery arrived twice at once
-        winner = db.session.scalars(sa.select(WebhookEvent).where(
-            WebhookEvent.gateway == gateway, WebhookEvent.event_id == event.event_id)).one()
-        return winner, False
+        return find_event(gateway, event.event_id), False
     return row, True
 
 
 def backoff_delay(attempts: int) -> timedelta:
+    """60 s, 120 s, 240 s … after the n-th failed attempt, capped at six hours."""
     return timedelta(seconds=min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0),
                                  BACKOFF_CAP_SECONDS))
 
 
 def process_event(event: WebhookEvent, *, trigger: str = "delivery",
                   source_address: str | None = None) -> str:
-    """Run the handler for a stored event and record the attempt. Never raises
-    for a handler failure: the event is marked failed for the retry command."""
+    """Run the handler for a stored event and record the attempt.
+
+    Never raises for a handler failure: the event is marked failed (or dead after
+    WEBHOOK_MAX_ATTEMPTS) with the error, for the retry command. Raises only when
+    the outcome itself cannot be written (database gone); the event then stays
+    claimed until its lease runs out and the retry command picks it up.
+    """
     from app.webhooks.handlers import dispatch
 
     event_pk = event.id
@@ -63,7 +100,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     try:
         outcome = dispatch(event)
         error = None
-    except Exception as exc:  # the handler's own transaction is already rolled back
+    except Exception as exc:  # the handler's own transaction is rolled back here
         db.session.rollback()
         outcome, error = EVENT_FAILED, f"{type(exc).__name__}: {exc}"
         log.exception("webhook handler failed for event %s", event_pk)
@@ -77,8 +114,8 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
         if event.attempts >= current_app.config["WEBHOOK_MAX_ATTEMPTS"]:
             event.status = EVENT_DEAD
             event.next_attempt_at = None
-            log.error("webhook event %s:%s dead after %s attempts", event.gateway, event.event_id,
-                      event.attempts)
+            log.error("webhook event %s:%s dead-lettered after %s attempts", event.gateway,
+                      event.event_id, event.attempts)
         else:
             event.status = EVENT_FAILED
             event.next_attempt_at = now + backoff_delay(event.attempts)
@@ -86,6 +123,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
         event.status = outcome
         event.processed_at = now
         event.next_attempt_at = None
+        event.last_error = None
     db.session.add(WebhookDeliveryAttempt(webhook_event_id=event.id, outcome=event.status,
                                           error=error, duration_ms=duration_ms,
                                           source_address=source_address, trigger=trigger))
@@ -93,4 +131,63 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     return event.status
 
 
-__all__ = ["EVENT_IGNORED", "EVENT_PROCESSED", "backoff_delay", "process_event", "store_event"]
+def claim_due_events(limit: int = 50) -> list[int]:
+    """Claim up to `limit` events that are due for another attempt; return their ids.
+
+    Due means failed with its backoff elapsed, or received (stored, never finished)
+    with its processing lease elapsed.
+    """
+    return claim_due(WebhookEvent, WebhookEvent.status.in_(RETRYABLE), lease=_lease(),
+                     limit=limit, order_by=[WebhookEvent.next_attempt_at, WebhookEvent.id])
+
+
+def retry_due(limit: int = 50) -> dict[str, int]:
+    """Claim and re-run due events; return a count per outcome."""
+    counts: dict[str, int] = {}
+    claimed_at = utcnow()
+    for event_pk in claim_due_events(limit):
+        if utcnow() - claimed_at > _lease() / 2:
+            break  # our claim on the rest is running out; another run will take them
+        event = db.session.get(WebhookEvent, event_pk)
+        status = process_event(event, trigger="retry")
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def replay(event: WebhookEvent) -> str:
+    """Re-run one event by hand, whatever its status (handlers sync state, so it is safe).
+
+    A dead event gets a fresh set of attempts, so a failure marks it failed again.
+    """
+    if event.status == EVENT_DEAD:
+        event.attempts = 0
+        db.session.commit()
+    return process_event(event, trigger="replay")
+
+
+def lookup(reference: str) -> WebhookEvent | None:
+    """An event by the gateway's event id, or by our numeric id."""
+    row = db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.event_id == reference)
+                             .order_by(WebhookEvent.id)).first()
+    if row is None and reference.isdigit():
+        row = db.session.get(WebhookEvent, int(reference))
+    return row
+
+
+def events_with_status(status: str | None, limit: int = 100) -> list[WebhookEvent]:
+    query = sa.select(WebhookEvent).order_by(WebhookEvent.received_at.desc(),
+                                             WebhookEvent.id.desc()).limit(limit)
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    return db.session.scalars(query).all()
+
+
+def dead_letter_count() -> int:
+    """Dead-lettered events, for the monitor."""
+    return db.session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)
+                             .where(WebhookEvent.status == EVENT_DEAD))
+
+
+__all__ = ["EVENT_IGNORED", "EVENT_PROCESSED", "backoff_delay", "claim_due_events",
+           "dead_letter_count", "events_with_status", "lookup", "process_event", "replay",
+           "retry_due", "store_event"]

@@ -1,7 +1,8 @@
 """POST /webhooks/<gateway>: verify, store, then act.
 
 2xx once the event is stored, whatever its handler does; 5xx only when it could
-not be stored (so the gateway redelivers); 400 for a bad signature or body.
+not be stored (so the gateway redelivers); 400 for a bad signature or body; 403
+for a source outside WEBHOOK_ALLOWED_IPS; 413 over WEBHOOK_MAX_BODY_BYTES.
 """
 import logging
 
@@ -23,9 +24,12 @@ log = logging.getLogger("tiffin.webhooks")
 def receive(gateway):
     """Receive one gateway event."""
     source = client_address()
-    if (request.content_length or 0) > current_app.config["WEBHOOK_MAX_BODY_BYTES"]:
-        raise TiffinError("REQUEST_TOO_LARGE", f"{gateway} webhook of {request.content_length} bytes")
     check_source(gateway, source)
+    limit = current_app.config["WEBHOOK_MAX_BODY_BYTES"]
+    if (request.content_length or 0) > limit:
+        raise TiffinError("REQUEST_TOO_LARGE",
+                          f"{gateway} webhook of {request.content_length} bytes")
+    request.max_content_length = limit  # also caps a chunked body with no Content-Length (413)
     event = get_gateway(gateway).parse_webhook(request.get_data(), request.headers)
     try:
         stored, is_new = store_event(gateway, event, source)
@@ -38,7 +42,7 @@ def receive(gateway):
     if is_new:
         try:
             status = process_event(stored, source_address=source)
-        except Exception:  # stored already: the retry command will finish it
+        except Exception:  # stored already: the retry command finishes it when its lease ends
             db.session.rollback()
             log.exception("processing %s event %s failed after it was stored", gateway,
                           event.event_id)

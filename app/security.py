@@ -1,0 +1,118 @@
+"""Security headers, production cookie/CSRF refusals, and a log filter for secrets.
+
+`register_security(app)` is called once from create_app. The CSP allows only
+this site plus the gateways' hosted checkout scripts and frames:
+Razorpay Checkout (script from checkout.razorpay.com, frames from
+api.razorpay.com) and Stripe (js.stripe.com, checkout.stripe.com).
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Flask
+
+from app.config import ConfigError
+
+CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'", "https://checkout.razorpay.com", "https://js.stripe.com"],
+    # Razorpay's overlay adds <style> elements; our own templates use no inline style.
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:", "https://*.razorpay.com", "https://*.stripe.com"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'", "https://api.razorpay.com", "https://lumberjack.razorpay.com",
+                    "https://api.stripe.com"],
+    "frame-src": ["https://api.razorpay.com", "https://checkout.razorpay.com",
+                  "https://js.stripe.com", "https://hooks.stripe.com",
+                  "https://checkout.stripe.com"],
+    # Checkout answers a form POST with a redirect to the gateway's hosted page.
+    "form-action": ["'self'", "https://checkout.stripe.com", "https://api.razorpay.com"],
+    "frame-ancestors": ["'none'"],
+    "base-uri": ["'self'"],
+    "object-src": ["'none'"],
+}
+CONTENT_SECURITY_POLICY = "; ".join(f"{k} {' '.join(v)}" for k, v in CSP.items())
+HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Permissions-Policy": ('camera=(), microphone=(), geolocation=(), '
+                           'payment=(self "https://js.stripe.com" "https://api.razorpay.com")'),
+    "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def register_security(app: Flask) -> None:
+    """Refuse unsafe production settings, add security headers, redact secrets in logs."""
+    check_security_config(app.config)
+
+    @app.after_request
+    def _security_headers(response):
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        if app.config["TIFFIN_ENV"] == "production":
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        return response
+
+    install_log_redaction()
+
+
+def check_security_config(cfg) -> None:
+    """Raise ConfigError for a malformed allow-list, or insecure cookies / no CSRF in production."""
+    from app.webhooks.source import parse_allowed_ips
+
+    problems = []
+    try:
+        parse_allowed_ips(cfg.get("WEBHOOK_ALLOWED_IPS", ""))
+    except ValueError as exc:
+        problems.append(str(exc))
+    if cfg.get("TIFFIN_ENV") == "production":
+        for name in ("SESSION_COOKIE_SECURE", "REMEMBER_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY",
+                     "WTF_CSRF_ENABLED"):
+            if not cfg.get(name):
+                problems.append(f"{name} must be on in production")
+    if problems:
+        raise ConfigError("Refusing to start: " + "; ".join(problems))
+
+
+# Gateway secrets and anything shaped like a card number never reach the logs.
+_REDACTIONS = [
+    (re.compile(r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]{8,}"), r"\1_\2_[REDACTED]"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9]{8,}"), "whsec_[REDACTED]"),
+    (re.compile(r"\b(rzp_(?:live|test)_)[A-Za-z0-9]{6,}"), r"\1[REDACTED]"),
+    (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "[CARD REDACTED]"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message with secrets and card-like numbers removed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's problem, not ours
+            return True
+        cleaned = redact(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to every handler on the root logger (once)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
