@@ -1,0 +1,1 @@
+"""Local stand-ins for gateways, shared by test packages (see tests/fakes/stripe.py)."""
