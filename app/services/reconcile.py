@@ -1,0 +1,169 @@
+"""The backstop for missed webhooks: compare each gateway's recent payments with ours.
+
+For every configured gateway, `list_recent_payments(since)` returns what the
+gateway knows (Stripe Checkout Sessions and Events, Razorpay payments and
+orders). Anything paid there but not recorded here is fulfilled (with --fix)
+through `_create_subscription_and_order`, so a late webhook afterwards changes
+nothing; anything recorded here that the gateway says was refunded or never
+paid is reported for a person to look at.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import sqlalchemy as sa
+
+from app.errors import TiffinError
+from app.extensions import db
+from app.gateways import available_gateways, get_gateway
+from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PaymentResult
+from app.models import MealPlan, Order, User
+from app.models.order import (ORDER_DISPUTED, ORDER_PAID, ORDER_PARTIALLY_REFUNDED,
+                              ORDER_REFUNDED)
+from app.services.fulfilment import _create_subscription_and_order
+
+log = logging.getLogger("tiffin.reconcile")
+SETTLED = (ORDER_PAID, ORDER_PARTIALLY_REFUNDED, ORDER_REFUNDED, ORDER_DISPUTED)
+PAID_HERE = (ORDER_PAID, ORDER_PARTIALLY_REFUNDED)
+
+PAID_NOT_RECORDED = "paid_not_recorded"  # critical: money taken, nothing given
+REFUNDED_THERE = "refunded_there"        # warning: we still count it as paid
+UNPAID_THERE = "unpaid_there"            # warning: we gave access the gateway never charged for
+EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_LOCKED = 0, 1, 2, 4
+
+
+@dataclass
+class Discrepancy:
+    kind: str
+    gateway: str
+    gateway_order_id: str
+    remote_status: str
+    local_status: str | None
+    reference: str | None
+    amount_minor: int | None
+    currency: str | None
+    fixed: bool = False
+    error: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class ReconcileReport:
+    since: datetime
+    fix: bool
+    checked: dict = field(default_factory=dict)  # gateway -> payments listed
+    discrepancies: list[Discrepancy] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors or any(d.kind == PAID_NOT_RECORDED and not d.fixed
+                              for d in self.discrepancies):
+            return EXIT_CRITICAL
+        return EXIT_WARNING if any(d.kind != PAID_NOT_RECORDED for d in self.discrepancies) \
+            else EXIT_OK
+
+    def as_dict(self) -> dict:
+        return {"since": self.since.isoformat(), "fix": self.fix, "checked": self.checked,
+                "exit_code": self.exit_code, "errors": self.errors,
+                "discrepancies": [asdict(d) for d in self.discrepancies]}
+
+
+def _local_orders(gateway: str, ids: list[str]) -> dict[str, Order]:
+    """Our orders for these gateway order ids, one query per 500 ids."""
+    found = {}
+    for i in range(0, len(ids), 500):
+        for order in db.session.scalars(sa.select(Order).where(
+                Order.gateway == gateway, Order.gateway_order_id.in_(ids[i:i + 500]))):
+            found[order.gateway_order_id] = order
+    return found
+
+
+def classify(payment: PaymentResult, order: Order | None) -> tuple[str, str] | None:
+    """(kind, detail) when the gateway and we disagree, else None."""
+    local = order.status if order is not None else None
+    if payment.status == PAID:
+        amount = payment.amount_minor or (order.amount_minor if order is not None else 0)
+        if payment.refunded_minor and order is not None and local in SETTLED \
+                and order.refunded_minor < payment.refunded_minor:
+            return REFUNDED_THERE, (f"gateway refunded {payment.refunded_minor} of {amount}; "
+                                    f"we record {order.refunded_minor}")
+        if local not in SETTLED:
+            return PAID_NOT_RECORDED, f"paid at the gateway; here {local or 'no order'}"
+        return None
+    if payment.status in (DECLINED, NOT_COMPLETED) and local in PAID_HERE:
+        return UNPAID_THERE, f"gateway says {payment.status}; here {local}"
+    return None
+
+
+def _owner_and_plan(payment: PaymentResult, order: Order | None) -> tuple[User | None, MealPlan | None]:
+    if order is None and payment.order_reference:
+        order = db.session.scalars(sa.select(Order).where(
+            Order.reference == payment.order_reference)).first()
+    if order is not None:
+        return db.session.get(User, order.user_id), db.session.get(MealPlan, order.meal_plan_id)
+    user = db.session.get(User, int(payment.metadata_user_id)) if payment.metadata_user_id else None
+    plan = db.session.get(MealPlan, int(payment.metadata_plan_id)) if payment.metadata_plan_id \
+        else None
+    return user, plan
+
+
+def fulfil(gateway: str, payment: PaymentResult, order: Order | None, *,
+           actor: str = "cli:reconcile") -> bool:
+    """Fulfil a payment the gateway took and we missed. Returns True when this call did it.
+
+    Raises TiffinError when the helper refuses, or ValueError when the payment
+    names no user or plan we know.
+    """
+    user, plan = _owner_and_plan(payment, order)
+    if user is None or plan is None:
+        raise ValueError("the payment names no user/plan we know (metadata missing)")
+    amount = payment.amount_minor if payment.amount_minor is not None else \
+        (order.amount_minor if order is not None else plan.price_minor)
+    currency = payment.currency or (order.currency if order is not None else plan.currency)
+    result = _create_subscription_and_order(
+        user, plan, gateway, payment.gateway_order_id, payment.gateway_payment_id, amount, currency,
+        actor=actor, metadata_user_id=payment.metadata_user_id,
+        gateway_customer_id=payment.gateway_customer_id,
+        gateway_subscription_id=payment.gateway_subscription_id,
+        period_start=payment.period_start, period_end=payment.period_end,
+        gateway_data={"reconciled": True})
+    return result.created
+
+
+def reconcile(since: datetime, *, fix: bool = False, actor: str = "cli:reconcile",
+              gateways: list[str] | None = None, progress: Callable | None = None
+              ) -> ReconcileReport:
+    """Compare every configured gateway's payments since `since` with our orders."""
+    report = ReconcileReport(since=since, fix=fix)
+    for name in gateways or available_gateways():
+        try:
+            payments = get_gateway(name).list_recent_payments(since)
+        except Exception as exc:  # an unreachable gateway is reported, and fails the run
+            log.exception("listing %s payments failed", name)
+            report.errors.append(f"{name}: could not list payments: {exc}")
+            continue
+        report.checked[name] = len(payments)
+        local = _local_orders(name, sorted({p.gateway_order_id for p in payments}))
+        for payment in (progress(payments) if progress else payments):
+            order = local.get(payment.gateway_order_id)
+            found = classify(payment, order)
+            if found is None:
+                continue
+            kind, detail = found
+            item = Discrepancy(kind, name, payment.gateway_order_id, payment.status,
+                               order.status if order is not None else None,
+                               order.reference if order is not None else payment.order_reference,
+                               payment.amount_minor, payment.currency, detail=detail)
+            report.discrepancies.append(item)
+            if fix and kind == PAID_NOT_RECORDED:
+                try:
+                    fulfil(name, payment, order, actor=actor)
+                    item.fixed = True  # fulfilled now, or by a webhook that won the race
+                except (TiffinError, ValueError) as exc:
+                    db.session.rollback()
+                    item.error = f"{getattr(exc, 'code', 'ERROR')}: {getattr(exc, 'detail', exc)}"
+    return report
