@@ -1,0 +1,1 @@
+"""Benchmarks and load scripts; run them as `python bench/<name>.py --help`."""
