@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import load_config, validate_config
 from app.extensions import csrf, db, limiter, login_manager, migrate
+from app.security import register_security
 
 
 def create_app(config: str | dict | None = None) -> Flask:
@@ -29,6 +30,7 @@ def create_app(config: str | dict | None = None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     register_template_helpers(app)
+    register_security(app)
     return app
 
 

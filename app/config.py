@@ -84,6 +84,7 @@ def load_config(env_name: str | None = None) -> dict:
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
         "WEBHOOK_MAX_BODY_BYTES": _int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024),
         "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 8),
+        "WEBHOOK_STUCK_AFTER_SECONDS": _int("WEBHOOK_STUCK_AFTER_SECONDS", 120),
         # Redis is optional: rate-limit counters and live account updates.
         "REDIS_URL": get("REDIS_URL", ""),
         "RATELIMIT_STORAGE_URI": get("REDIS_URL") or "memory://",
@@ -97,9 +98,19 @@ def load_config(env_name: str | None = None) -> dict:
         "MAIL_USE_TLS": _bool(get("MAIL_USE_TLS")),
         "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "Tiffin <no-reply@tiffin.example>"),
         "MAIL_TIMEOUT_SECONDS": _int("MAIL_TIMEOUT_SECONDS", 10),
+        "NOTIFICATION_MAX_ATTEMPTS": _int("NOTIFICATION_MAX_ATTEMPTS", 10),
         # Alerts
         "ALERT_EMAIL": get("ALERT_EMAIL", ""),
         "ALERT_WEBHOOK_URL": get("ALERT_WEBHOOK_URL", ""),
+        # Monitor thresholds (see README "Operations")
+        "ALERT_REMINDER_HOURS": _int("ALERT_REMINDER_HOURS", 24),
+        "MONITOR_PAID_GRACE_MINUTES": _int("MONITOR_PAID_GRACE_MINUTES", 10),
+        "MONITOR_WEBHOOK_STUCK_MINUTES": _int("MONITOR_WEBHOOK_STUCK_MINUTES", 15),
+        "MONITOR_WEBHOOK_QUIET_HOURS": _int("MONITOR_WEBHOOK_QUIET_HOURS", 6),
+        "MONITOR_AUTHORIZED_ALERT_HOURS": _int("MONITOR_AUTHORIZED_ALERT_HOURS", 48),
+        "MONITOR_OUTBOX_STUCK_MINUTES": _int("MONITOR_OUTBOX_STUCK_MINUTES", 30),
+        "MONITOR_PENDING_ORDER_HOURS": _int("MONITOR_PENDING_ORDER_HOURS", 24),
+        "MONITOR_MAX_FINDINGS_PER_CHECK": _int("MONITOR_MAX_FINDINGS_PER_CHECK", 1000),
         # Cookies
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -1,13 +1,15 @@
 """The shopper's account: status, credits, orders, and plan actions."""
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_login import current_user, login_required, logout_user
 
+from app.account.forms import DeleteAccountForm
 from app.checkout.forms import ActionForm
 from app.errors import TiffinError
 from app.extensions import db
 from app.models import MealPlan, Order
-from app.services import subscriptions
+from app.services import accounts, live_updates, subscriptions
 from app.services.access import has_access
 from app.services.checkout import order_for_user
 
@@ -28,7 +30,17 @@ def index():
             MealPlan.id != subscription.meal_plan_id).order_by(MealPlan.sort_order)).all()
     return render_template("account/index.html", subscription=subscription, orders=orders,
                            access=has_access(subscription), other_plans=other_plans,
-                           form=ActionForm())
+                           form=ActionForm(), live_updates=bool(current_app.config["REDIS_URL"]))
+
+
+@bp.get("/updates")
+@login_required
+def updates():
+    """Server-Sent Events that tell the account page to reload (needs REDIS_URL)."""
+    if not current_app.config.get("REDIS_URL"):
+        return "", 204
+    return Response(stream_with_context(live_updates.stream(current_user.id)),
+                    mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @bp.get("/orders/<reference>")
@@ -67,3 +79,23 @@ def change_plan():
     """Switch to another plan; credits follow the new plan."""
     return _action(lambda: subscriptions.change_plan(current_user, request.form.get("plan", "")),
                    "Your plan has been changed.")
+
+
+@bp.route("/delete", methods=["GET", "POST"])
+@login_required
+def delete():
+    """Confirm with the password, then cancel the plan and remove personal data."""
+    form = DeleteAccountForm()
+    if form.validate_on_submit():
+        try:
+            accounts.delete_account(current_user, form.password.data)
+        except accounts.WrongPassword:
+            form.password.errors.append("That is not your password.")
+        else:
+            logout_user()
+            flash("Your account has been deleted. Your order records are kept for our books "
+                  "without your name or email.", "success")
+            return redirect(url_for("storefront.index"), code=303)
+    return render_template("account/delete.html", form=form,
+                           subscription=subscriptions.current_subscription(current_user)), \
+        (400 if form.errors else 200)

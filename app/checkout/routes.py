@@ -1,11 +1,11 @@
 """Start a purchase; success and cancel pages."""
-from flask import Blueprint, current_app, redirect, render_template
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.checkout.forms import CheckoutForm
 from app.errors import CATALOGUE, TiffinError
 from app.extensions import limiter
-from app.services.checkout import cancel_checkout, order_for_user, start_checkout
+from app.services.checkout import cancel_checkout, confirm_return, order_for_user, start_checkout
 from app.services.fulfilment import subscription_for_order
 
 bp = Blueprint("checkout", __name__, url_prefix="/checkout")
@@ -69,3 +69,10 @@ def status(reference):
     order = order_for_user(current_user, reference)
     return {"reference": order.reference, "status": order.status}
 
+
+@bp.get("/stripe/return")
+@login_required
+def stripe_return():
+    """Stripe Checkout's success_url: verify the session with Stripe, then show the order."""
+    result = confirm_return("stripe", current_user, {"session_id": request.args.get("session_id", "")})
+    return redirect(url_for("checkout.success", reference=result.order.reference), code=303)

@@ -9,10 +9,14 @@ from flask import current_app
 from app.config import enabled_gateways
 from app.errors import TiffinError
 from app.gateways.base import PaymentGateway
+from app.gateways.razorpay import RazorpayGateway
+from app.gateways.stripe import StripeGateway
 from app.gateways.test import TestGateway
 
 GATEWAY_CLASSES: dict[str, type[PaymentGateway]] = {
     TestGateway.name: TestGateway,
+    RazorpayGateway.name: RazorpayGateway,
+    StripeGateway.name: StripeGateway,
 }
 
 

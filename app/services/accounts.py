@@ -1,11 +1,18 @@
 """Shopper accounts."""
 from __future__ import annotations
 
+import secrets
+
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import User
-from app.services import audit
+from app.gateways import get_gateway
+from app.models import NotificationOutbox, Subscription, User
+from app.models.ops import OUTBOX_PENDING
+from app.models.subscription import SUB_CANCELED
+from app.models.types import utcnow
+from app.services import audit, credits
+from app.services.fulfilment import live_subscription
 
 
 class EmailTaken(ValueError):
@@ -38,3 +45,58 @@ def authenticate(email: str, password: str) -> User | None:
     if user is None or user.deleted_at is not None or not user.check_password(password):
         return None
     return user
+
+
+def delete_account(user: User, password: str) -> User:
+    """Delete a shopper's account: cancel the gateway subscription first, then
+    remove personal data and keep orders (and the audit log) for the books.
+
+    The gateway is asked before anything changes here: if it cannot cancel
+    (TiffinError GATEWAY_UNAVAILABLE), nothing is deleted and billing never
+    continues for an account that no longer exists.
+
+    Raises:
+        WrongPassword when `password` is not the account's password.
+        TiffinError GATEWAY_UNAVAILABLE when the gateway could not cancel.
+    """
+    if not user.check_password(password):
+        raise WrongPassword(user.id)
+    live = live_subscription(user.id)
+    if live is not None and live.gateway_subscription_id:
+        get_gateway(live.gateway).cancel_subscription_now(live)
+
+    now = utcnow()
+    user = db.session.scalars(sa.select(User).where(User.id == user.id).with_for_update()
+                              .execution_options(populate_existing=True)).one()
+    for subscription in db.session.scalars(sa.select(Subscription).where(
+            Subscription.user_id == user.id).with_for_update()).all():
+        if subscription.is_live:
+            subscription.status = SUB_CANCELED
+            subscription.canceled_at = now
+        if subscription.access_revoked_at is None:
+            subscription.access_revoked_at = now
+            subscription.revoke_reason = "account_deleted"
+        subscription.cancel_at_period_end = False
+        subscription.grace_period_ends_at = None
+    credits.revoke_plan_credits(user.id, reason="account_deleted",
+                                source_key=f"account_deleted:{user.id}")
+    # Unsent emails carry the address; sent ones are history and keep only the row.
+    db.session.execute(sa.delete(NotificationOutbox).where(
+        NotificationOutbox.user_id == user.id, NotificationOutbox.status == OUTBOX_PENDING))
+    db.session.execute(sa.update(NotificationOutbox).where(NotificationOutbox.user_id == user.id)
+                       .values(to_email=f"deleted-{user.id}@deleted.invalid", body_text=""))
+    user.email = f"deleted-{user.id}@deleted.invalid"
+    user.name = "Deleted user"
+    user.set_password(secrets.token_urlsafe(32))  # nobody knows it: the account cannot sign in
+    user.stripe_customer_id = None
+    user.razorpay_customer_id = None
+    user.subscription_status = SUB_CANCELED if live is not None else user.subscription_status
+    user.deleted_at = now
+    audit.record(f"user:{user.id}", "account_deleted", "user", user.id, user_id=user.id,
+                 canceled_gateway_subscription=live.gateway_subscription_id if live else None)
+    db.session.commit()
+    return user
+
+
+class WrongPassword(ValueError):
+    pass
