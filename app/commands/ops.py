@@ -88,7 +88,8 @@ def monitor_check_command(_check, alert, as_json, since):
 
     \b
     Exit codes: 0 healthy, 1 warnings only, 2 a critical finding (money taken,
-    nothing given), 3 an alert could not be sent, 4 another --alert run is in progress.
+    nothing given; always wins), 3 an alert could not be sent, 4 another --alert run is
+    in progress.
     """
     since_at = utcnow() - since if since else None
     progress = None if as_json else _progress("Running checks")

@@ -79,10 +79,12 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        if self.alert_errors:
-            return EXIT_ALERT_FAILED
+        # A critical finding always exits 2, the contract outside checks rely on; an
+        # alert that could not be sent then shows on stderr and is retried next run.
         if any(f.severity == CRITICAL for f in self.findings):
             return EXIT_CRITICAL
+        if self.alert_errors:
+            return EXIT_ALERT_FAILED
         return EXIT_WARNING if self.findings else EXIT_OK
 
     def as_dict(self) -> dict:

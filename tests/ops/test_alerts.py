@@ -66,7 +66,7 @@ def test_undeliverable_alert_changes_exit_code_and_is_retried(shop, runner, app,
     remove_subscription(shop["asha"])
 
     failed = runner.invoke(args=["monitor", "check", "--alert"])
-    assert failed.exit_code == 3
+    assert failed.exit_code == 2  # critical wins: the contract outside checks rely on
     assert "ALERT NOT SENT" in failed.stderr and "HTTP 500" in failed.stderr
     assert db.session.scalars(sa.select(MonitorAlert)).one().last_sent_at is None
 
@@ -80,7 +80,7 @@ def test_alert_without_destination_is_an_error(shop, runner, app):
     app.config.update(ALERT_EMAIL="", ALERT_WEBHOOK_URL="")
     remove_subscription(shop["asha"])
     result = runner.invoke(args=["monitor", "check", "--alert"])
-    assert result.exit_code == 3 and "no alert destination configured" in result.stderr
+    assert result.exit_code == 2 and "no alert destination configured" in result.stderr
 
 
 def test_smtp_down_is_reported(shop, runner, app):
@@ -90,7 +90,22 @@ def test_smtp_down_is_reported(shop, runner, app):
                       MAIL_PORT=_free_port(), MAIL_TIMEOUT_SECONDS=2)
     remove_subscription(shop["asha"])
     result = runner.invoke(args=["monitor", "check", "--alert"])
-    assert result.exit_code == 3 and "alert via email failed" in result.stderr
+    assert result.exit_code == 2 and "alert via email failed" in result.stderr
+
+
+def test_undeliverable_alert_turns_warnings_only_into_exit_3(shop, runner, app, httpserver):
+    httpserver.expect_request("/hooks/alerts").respond_with_data("down", status=500)
+    app.config["ALERT_WEBHOOK_URL"] = httpserver.url_for("/hooks/alerts")
+    stale = Order(user_id=shop["asha"].user_id, meal_plan_id=shop["asha"].meal_plan_id,
+                  gateway="test", gateway_order_id="tgo_stale", amount_minor=1, currency="INR",
+                  created_at=utcnow() - timedelta(days=2))
+    db.session.add(stale)
+    db.session.commit()
+
+    quiet = runner.invoke(args=["monitor", "check"])
+    assert quiet.exit_code == 1  # warnings only
+    result = runner.invoke(args=["monitor", "check", "--alert"])
+    assert result.exit_code == 3 and "ALERT NOT SENT" in result.stderr
 
 
 def test_healthy_run_sends_nothing(shop, runner, alert_hook):
