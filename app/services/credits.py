@@ -4,6 +4,8 @@ a single UPDATE ... SET x = x + n so concurrent purchases never lose meals."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from app.extensions import db
 from app.models import BUCKET_ADDON, BUCKET_PLAN, CreditLedgerEntry, User
@@ -26,9 +28,10 @@ def _apply(user_id: int, column, bucket: str, new_value_expr, *, reason: str, so
                               bucket=bucket, delta=after - before, balance_after=after,
                               reason=reason, source_key=source_key)
     db.session.add(entry)
-    user = db.session.get(User, user_id)
+    # Keep a loaded User in step without another SELECT (emails read the balance).
+    user = db.session.identity_map.get(identity_key(User, user_id))
     if user is not None:
-        db.session.refresh(user, [column.key])
+        set_committed_value(user, column.key, after)
     return entry
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -54,15 +55,26 @@ def find_event(gateway: str, event_id: str) -> WebhookEvent | None:
         WebhookEvent.gateway == gateway, WebhookEvent.event_id == event_id)).first()
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """What the route needs to know of an event that was already stored."""
+
+    id: int
+    status: str
+
+
 def store_event(gateway: str, event: GatewayEvent, source_address: str | None
-                ) -> tuple[WebhookEvent, bool]:
-    """Commit the event; return (row, is_new). A known event id is not stored twice.
+                ) -> tuple[WebhookEvent | StoredEvent, bool]:
+    """Commit the event; return (row, is_new). A known event id is not stored twice
+    (a duplicate comes back as a StoredEvent with its id and status).
 
     Raises SQLAlchemyError when the database cannot store it (the route answers 5xx).
     """
-    existing = find_event(gateway, event.event_id)
+    # Duplicates are the common case under gateway retries: one light indexed read.
+    existing = db.session.execute(sa.select(WebhookEvent.id, WebhookEvent.status).where(
+        WebhookEvent.gateway == gateway, WebhookEvent.event_id == event.event_id)).first()
     if existing is not None:
-        return existing, False
+        return StoredEvent(existing.id, existing.status), False
     now = utcnow()
     row = WebhookEvent(gateway=gateway, event_id=event.event_id, event_type=event.event_type,
                        gateway_created_at=event.created_at, livemode=event.livemode,
@@ -70,11 +82,18 @@ def store_event(gateway: str, event: GatewayEvent, source_address: str | None
                        status=EVENT_RECEIVED, received_at=now,
                        next_attempt_at=now + _stuck_after())
     db.session.add(row)
+    session = db.session()
+    # Keep the stored row loaded after the commit: the handler reads it next, and
+    # re-selecting the payload we hold in memory would only cost a round trip.
+    session.expire_on_commit = False
     try:
-        db.session.commit()
+        session.commit()
     except IntegrityError:
-        db.session.rollback()  # the same delivery arrived twice at once
-        return find_event(gateway, event.event_id), False
+        session.rollback()  # the same delivery arrived twice at once
+        winner = find_event(gateway, event.event_id)
+        return StoredEvent(winner.id, winner.status), False
+    finally:
+        session.expire_on_commit = True
     return row, True
 
 
@@ -106,8 +125,12 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
         log.exception("webhook handler failed for event %s", event_pk)
     duration_ms = int((time.monotonic() - started) * 1000)
 
-    event = db.session.get(WebhookEvent, event_pk, populate_existing=True)
     now = utcnow()
+    if outcome != EVENT_FAILED:
+        _record_success(event_pk, outcome, now, duration_ms, source_address, trigger)
+        return outcome
+
+    event = db.session.get(WebhookEvent, event_pk, populate_existing=True)
     event.attempts += 1
     if outcome == EVENT_FAILED:
         event.last_error = error[:4000]
@@ -129,6 +152,29 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
                                           source_address=source_address, trigger=trigger))
     db.session.commit()
     return event.status
+
+
+def _record_success(event_pk: int, outcome: str, now, duration_ms: int,
+                    source_address: str | None, trigger: str) -> None:
+    """Mark a handled event processed/ignored and record the attempt.
+
+    The handler's own changes are committed (durably) first. This bookkeeping is
+    then committed without waiting for the WAL flush on PostgreSQL: if a crash
+    lost it, the event would stay `received` and the retry command would re-run
+    its handler, which is idempotent. So no payment can be lost by it.
+    """
+    db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+    db.session.execute(
+        sa.update(WebhookEvent).where(WebhookEvent.id == event_pk)
+        .values(attempts=WebhookEvent.attempts + 1, status=outcome, processed_at=now,
+                next_attempt_at=None, last_error=None)
+        .execution_options(synchronize_session=False))
+    db.session.execute(sa.insert(WebhookDeliveryAttempt).values(
+        webhook_event_id=event_pk, started_at=now, outcome=outcome, error=None,
+        duration_ms=duration_ms, source_address=source_address, trigger=trigger))
+    db.session.commit()
 
 
 def claim_due_events(limit: int = 50) -> list[int]:
