@@ -110,7 +110,7 @@ class TiffinError(Exception):
     """A refusal with a catalogue code. `detail` is for logs, never shown raw."""
 
     def __init__(self, code: str, detail: str = "", *, order_reference: str | None = None,
-                 shopper_detail: str | None = None):
+                 shopper_detail: str | None = None, retry_plan_slug: str | None = None):
         if code not in CATALOGUE:
             raise ValueError(f"unknown error code {code}")
         super().__init__(f"{code}: {detail}" if detail else code)
@@ -118,6 +118,7 @@ class TiffinError(Exception):
         self.detail = detail
         self.order_reference = order_reference
         self.shopper_detail = shopper_detail  # e.g. the gateway's decline reason
+        self.retry_plan_slug = retry_plan_slug  # offer "Try again" on this plan's page
 
     @property
     def entry(self) -> ErrorCode:
@@ -130,7 +131,8 @@ def support_reference() -> str:
     return g.support_ref
 
 
-def render_error(code: str, *, order_reference=None, shopper_detail=None, status=None):
+def render_error(code: str, *, order_reference=None, shopper_detail=None, status=None,
+                 retry_plan_slug=None):
     """Render the error page (or JSON for webhook routes) for a catalogue code."""
     entry = CATALOGUE[code]
     ref = support_reference()
@@ -138,6 +140,8 @@ def render_error(code: str, *, order_reference=None, shopper_detail=None, status
         return jsonify(error=code, support_reference=ref), status or entry.http_status
     return render_template("errors/error.html", error=entry, support_ref=ref,
                            order_reference=order_reference, shopper_detail=shopper_detail,
+                           retry_url=url_for("storefront.plan", slug=retry_plan_slug)
+                           if retry_plan_slug else None,
                            refresh_url=_refresh_url(entry, order_reference)
                            ), status or entry.http_status
 
@@ -159,7 +163,7 @@ def register_errorhandlers(app):
         log.warning("refused %s ref=%s path=%s detail=%s", exc.code, support_reference(),
                     request.path, exc.detail)
         return render_error(exc.code, order_reference=exc.order_reference,
-                            shopper_detail=exc.shopper_detail)
+                            shopper_detail=exc.shopper_detail, retry_plan_slug=exc.retry_plan_slug)
 
     @app.errorhandler(404)
     def handle_404(_exc):

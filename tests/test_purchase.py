@@ -43,6 +43,7 @@ def test_decline_shows_reason_and_shopper_can_try_again(client, auth):
 
     assert r.status_code == 402
     assert "PAYMENT_DECLINED" in r.text and "insufficient funds" in r.text
+    assert 'href="/plans/lunch-monthly" data-testid="try-again"' in r.text
     assert order_reference(r.text)
     order = db.session.scalars(sa.select(Order)).one()
     assert order.status == "failed" and order.failure_code == "insufficient_funds"

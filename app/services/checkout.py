@@ -152,10 +152,11 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
         mark_order_failed(order, result.failure_code or "declined", result.failure_message,
                           actor=f"user:{user.id}")
         raise TiffinError("PAYMENT_DECLINED", f"order {order.reference}: {result.failure_code}",
-                          order_reference=order.reference, shopper_detail=result.failure_message)
+                          order_reference=order.reference, shopper_detail=result.failure_message,
+                          retry_plan_slug=order.meal_plan.slug)
     assert result.status == NOT_COMPLETED
     raise TiffinError("PAYMENT_NOT_COMPLETED", f"order {order.reference} not completed",
-                      order_reference=order.reference)
+                      order_reference=order.reference, retry_plan_slug=order.meal_plan.slug)
 
 
 def mark_order_failed(order: Order, failure_code: str, failure_message: str | None, *,
