@@ -48,12 +48,6 @@ def order_for_payment(payment: dict) -> Order | None:
     return order
 
 
-def _lock_user(user_id: int) -> None:
-    """Take the user's row lock first, as the fulfilment helper does, before a lifecycle
-    call locks the subscription and then updates the user: one lock order, no deadlock."""
-    db.session.execute(sa.select(User.id).where(User.id == user_id).with_for_update())
-
-
 def _fulfil(user: User, plan: MealPlan, gateway_order_id: str, payment: dict, *, actor: str,
             **extra) -> FulfilmentResult | None:
     try:
@@ -147,13 +141,10 @@ def apply_subscription_charge(subscription_entity: dict, payment: dict | None, *
     pending/halted event delivered late cannot undo the paid period.
     """
     result = _apply_charge(subscription_entity, payment, actor=actor)
-    # The helper's already-fulfilled path returns inside its transaction, still holding
-    # the user's row lock; end it before taking locks again.
-    db.session.rollback()
+    db.session.rollback()  # a fresh snapshot before reading the subscription again
     if result is not None and result.subscription is not None and event_at is not None:
         subscription = db.session.get(Subscription, result.subscription.id)
         if subscription.status == SUB_ACTIVE:
-            _lock_user(subscription.user_id)
             lifecycle.apply_remote_state(subscription, status=SUB_ACTIVE, event_at=event_at,
                                          actor=actor)
     return result
@@ -187,7 +178,6 @@ def _apply_charge(subscription_entity: dict, payment: dict | None, *,
                        gateway_customer_id=subscription_entity.get("customer_id"), **period)
     if subscription.status == SUB_UNPAID:
         # Halted, then a retry succeeded: Razorpay reactivates it, and so do we.
-        _lock_user(subscription.user_id)
         lifecycle.apply_remote_state(subscription, status=SUB_ACTIVE, event_at=None, actor=actor)
         subscription = db.session.get(Subscription, subscription.id, populate_existing=True)
     if subscription.status not in LIVE_STATUSES:
@@ -210,7 +200,6 @@ def apply_subscription_state(subscription_entity: dict, event_type: str, *, even
     subscription = lifecycle.find_subscription(GATEWAY, subscription_entity["id"])
     if subscription is None:
         return False
-    _lock_user(subscription.user_id)
     if event_type == "subscription.pending":
         cycle = subscription_entity.get("current_end") or subscription_entity.get("charge_at") or ""
         return lifecycle.mark_past_due(subscription, event_at=event_at, actor=actor,

@@ -25,7 +25,7 @@ from app.models.order import (ORDER_KIND_RENEWAL, ORDER_NEEDS_REVIEW, ORDER_PAID
                               ORDER_PARTIALLY_REFUNDED)
 from app.models.subscription import LIVE_STATUSES
 from app.services import audit, credits, lifecycle, monitoring
-from app.services.fulfilment import _create_subscription_and_order
+from app.services.fulfilment import _create_subscription_and_order, lock_user
 
 log = logging.getLogger("tiffin.repair")
 PAID_STATUSES = (ORDER_PAID, ORDER_PARTIALLY_REFUNDED)
@@ -52,7 +52,7 @@ class RepairResult:
 def _lock_users(*user_ids: int) -> None:
     """Lock users in id order (the order fulfilment uses), so repairs never deadlock."""
     for user_id in sorted(set(user_ids)):
-        db.session.execute(sa.select(User.id).where(User.id == user_id).with_for_update())
+        lock_user(user_id)
 
 
 def _lock_order(order_id: int) -> Order | None:
