@@ -23,6 +23,10 @@ ORDER_KIND_RENEWAL = "renewal"   # a later period of the same subscription
 ORDER_KIND_ADDON = "addon"       # a one-time meal pack
 
 
+_METADATA_MISMATCH = ("gateway_metadata_user_id IS NOT NULL "
+                      "AND gateway_metadata_user_id <> user_id")
+
+
 def new_order_reference() -> str:
     """Short, unguessable reference shown to shoppers and sent to gateways."""
     return "TF-" + secrets.token_hex(6).upper()
@@ -78,6 +82,9 @@ class Order(db.Model):
         sa.Index("ix_orders_gateway_created", "gateway", "created_at"),
         sa.Index("ix_orders_parent", "parent_order_id"),
         sa.Index("ix_orders_status_authorized", "status", "authorized_at"),
+        # The monitor's "metadata names another user" check reads only these rows.
+        sa.Index("ix_orders_metadata_user_mismatch", "id",
+                 sqlite_where=sa.text(_METADATA_MISMATCH), postgresql_where=sa.text(_METADATA_MISMATCH)),
     )
 
     @property

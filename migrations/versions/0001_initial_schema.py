@@ -174,6 +174,7 @@ def upgrade():
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.create_index('ix_orders_gateway_created', ['gateway', 'created_at'], unique=False)
+        batch_op.create_index('ix_orders_metadata_user_mismatch', ['id'], unique=False, sqlite_where=sa.text('gateway_metadata_user_id IS NOT NULL AND gateway_metadata_user_id <> user_id'), postgresql_where=sa.text('gateway_metadata_user_id IS NOT NULL AND gateway_metadata_user_id <> user_id'))
         batch_op.create_index('ix_orders_parent', ['parent_order_id'], unique=False)
         batch_op.create_index('ix_orders_status_authorized', ['status', 'authorized_at'], unique=False)
         batch_op.create_index('ix_orders_status_created', ['status', 'created_at'], unique=False)
@@ -298,6 +299,7 @@ def downgrade():
         batch_op.drop_index('ix_orders_status_created')
         batch_op.drop_index('ix_orders_status_authorized')
         batch_op.drop_index('ix_orders_parent')
+        batch_op.drop_index('ix_orders_metadata_user_mismatch', sqlite_where=sa.text('gateway_metadata_user_id IS NOT NULL AND gateway_metadata_user_id <> user_id'), postgresql_where=sa.text('gateway_metadata_user_id IS NOT NULL AND gateway_metadata_user_id <> user_id'))
         batch_op.drop_index('ix_orders_gateway_created')
 
     op.drop_table('orders')
