@@ -247,13 +247,51 @@ class StripeGateway(PaymentGateway):
         return result
 
     def list_recent_payments(self, since: datetime) -> list[PaymentResult]:
-        """Checkout Sessions created since `since`, newest first, for the reconcile backstop."""
+        """For the reconcile backstop: Checkout Sessions created since `since`, newest
+        first, plus the sessions whose payments Stripe's Events API shows refunded in
+        that window, each with the refunded total in `refunded_minor`."""
         try:
             page = self.client.v1.checkout.sessions.list(
                 {"created": {"gte": int(since.timestamp())}, "limit": 100})
-            return [self.session_result(s) for s in page.auto_paging_iter()]
+            results = [self.session_result(s) for s in page.auto_paging_iter()]
+            self._apply_refund_events(results, since)
         except stripe.StripeError as exc:
-            raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe list sessions: {exc}") from exc
+            raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe list sessions/events: {exc}") from exc
+        return results
+
+    def _apply_refund_events(self, results: list[PaymentResult], since: datetime) -> None:
+        by_payment = {r.gateway_payment_id: r for r in results if r.gateway_payment_id}
+        events = self.client.v1.events.list(
+            {"type": "charge.refunded", "created": {"gte": int(since.timestamp())}, "limit": 100})
+        for event in events.auto_paging_iter():
+            charge = _as_dict(event["data"]["object"])
+            payment_intent = _id(charge.get("payment_intent"))
+            if not payment_intent:
+                continue
+            result = by_payment.get(payment_intent) or self._session_for_payment(payment_intent)
+            if result is None:
+                continue
+            # A plan's session is keyed by its first invoice: keep one result per payment.
+            known = by_payment.setdefault(result.gateway_payment_id, result)
+            if known is result and all(r is not result for r in results):
+                results.append(result)
+            known.refunded_minor = max(known.refunded_minor, int(charge.get("amount_refunded") or 0))
+
+    def _session_for_payment(self, payment_intent: str) -> PaymentResult | None:
+        """The Checkout Session a PaymentIntent paid: directly for a one-time payment;
+        through its invoice and subscription for a plan's first payment."""
+        page = self.client.v1.checkout.sessions.list({"payment_intent": payment_intent, "limit": 1})
+        if page.data:
+            return self.session_result(page.data[0])
+        invoice_id = self.invoice_for_payment_intent(payment_intent)
+        if not invoice_id:
+            return None
+        # Checkout Sessions cannot be listed by invoice: go through its subscription.
+        invoice = self.client.v1.invoices.retrieve(invoice_id)
+        subscription_id = subscription_id_of_invoice(_as_dict(invoice))
+        result = self.find_session_for_subscription(subscription_id) if subscription_id else None
+        # Only the first invoice is the session's payment; a renewal is its own order.
+        return result if result is not None and result.gateway_payment_id == invoice_id else None
 
     def find_session_for_subscription(self, subscription_id: str) -> PaymentResult | None:
         """The Checkout Session that created a subscription (when its webhook is missing)."""

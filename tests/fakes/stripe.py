@@ -80,6 +80,8 @@ class FakeStripe:
         self.sessions: dict[str, dict] = {}
         self.subscriptions: dict[str, dict] = {}
         self.invoice_payments: list[dict] = []
+        self.events: list[dict] = []  # what GET /v1/events lists (see record_event)
+        self.invoices: dict[str, dict] = {}
         self.prices: dict[str, dict] = {}
         self.products: dict[str, dict] = {}
         self.requests: list[tuple[str, str, dict, dict]] = []
@@ -129,6 +131,12 @@ class FakeStripe:
                 sub["status"] = "canceled"
                 sub["canceled_at"] = sub["ended_at"] = int(time.time())
                 return _json(sub)
+        m = re.fullmatch(r"/v1/invoices/([^/]+)", path)
+        if m and method == "GET":
+            invoice = self.invoices.get(m.group(1))
+            return _json(invoice) if invoice else _error(404, f"No such invoice: '{m.group(1)}'")
+        if path == "/v1/events" and method == "GET":
+            return _json(self.list_events(params))
         if path == "/v1/invoice_payments" and method == "GET":
             pi = (params.get("payment") or {}).get("payment_intent")
             return _json(_list(path, [p for p in self.invoice_payments
@@ -183,7 +191,23 @@ class FakeStripe:
             data = [s for s in data if s["created"] >= int(gte)]
         if params.get("subscription"):
             data = [s for s in data if s["subscription"] == params["subscription"]]
+        if params.get("payment_intent"):
+            data = [s for s in data if s["payment_intent"] == params["payment_intent"]]
         return _list("/v1/checkout/sessions", data[: int(params.get("limit") or 10)])
+
+    def list_events(self, params: dict) -> dict:
+        data = sorted(self.events, key=lambda e: e["created"], reverse=True)
+        if params.get("type"):
+            data = [e for e in data if e["type"] == params["type"]]
+        gte = (params.get("created") or {}).get("gte")
+        if gte is not None:
+            data = [e for e in data if e["created"] >= int(gte)]
+        return _list("/v1/events", data[: int(params.get("limit") or 10)])
+
+    def record_event(self, event: dict) -> dict:
+        """Keep an event in the Events API (whether or not its webhook is delivered)."""
+        self.events.append(event)
+        return event
 
     def update_subscription(self, sub: dict, params: dict) -> dict:
         if "cancel_at_period_end" in params:
@@ -250,6 +274,9 @@ class FakeStripe:
             s["subscription"] = sub["id"]
             s["invoice"] = _id("in")
             sub["latest_invoice"] = s["invoice"]
+            self.invoices[s["invoice"]] = self.invoice(
+                sub["id"], billing_reason="subscription_create", amount=s["amount_total"],
+                currency=s["currency"], invoice_id=s["invoice"])
             self.link_payment(s["invoice"], _id("pi"))
         else:
             s["payment_intent"] = _id("pi")

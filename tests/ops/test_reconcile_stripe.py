@@ -59,3 +59,36 @@ def test_unpaid_session_is_left_alone(app, client, auth, runner, fake_stripe):
     result = runner.invoke(args=["reconcile", "--fix"])
     assert result.exit_code == 0 and "stripe: 1" in result.stdout
     assert db.session.scalars(sa.select(Order)).one().status == "pending"
+
+
+def _payment_intent_of(fake_stripe, session) -> str:
+    if session["payment_intent"]:
+        return session["payment_intent"]
+    return next(p["payment"]["payment_intent"] for p in fake_stripe.invoice_payments
+                if p["invoice"] == session["invoice"])
+
+
+@pytest.mark.parametrize("slug", ["lunch-monthly", "meal-pack-5"])
+@pytest.mark.parametrize("session_age_hours", [0, 48])
+def test_refund_made_at_stripe_without_webhook_is_reported(app, client, auth, runner, fake_stripe,
+                                                           slug, session_age_hours):
+    """Stripe's Events API shows a refund we never heard of, for a session bought just
+    now or before the window (found through its PaymentIntent, invoice and subscription)."""
+    auth.register()
+    start_checkout(client, slug=slug, gateway="stripe")
+    order = db.session.scalars(sa.select(Order)).one()
+    session = fake_stripe.complete_session(order.gateway_order_id)
+    assert post_event(client, fake_stripe.event("checkout.session.completed", session),
+                      SECRET).status_code == 200
+    session["created"] -= session_age_hours * 3600
+    assert runner.invoke(args=["reconcile", "--since", "1h"]).exit_code == 0
+
+    charge = fake_stripe.charge(payment_intent=_payment_intent_of(fake_stripe, session),
+                                amount=order.amount_minor, amount_refunded=order.amount_minor)
+    fake_stripe.record_event(fake_stripe.event("charge.refunded", charge))  # webhook lost
+
+    result = runner.invoke(args=["reconcile", "--since", "1h"])
+    assert result.exit_code == 1, result.output
+    assert "refunded_there" in result.stdout and order.gateway_order_id in result.stdout
+    db.session.expire_all()
+    assert db.session.get(Order, order.id).status == "paid"  # reported, not silently changed
