@@ -46,3 +46,22 @@ def test_captured_payment_without_webhook_is_fulfilled_once(app, client, auth, r
     assert count(CreditLedgerEntry) == 1
     assert count(AuditLogEntry, AuditLogEntry.action == "order_fulfilled") == 1
     assert runner.invoke(args=["reconcile", "--since", "1h"]).exit_code == 0
+
+
+def test_refund_made_at_razorpay_without_webhook_is_reported(app, client, auth, runner,
+                                                             razorpay_fake):
+    auth.register()
+    page = client.get("/plans/meal-pack-5")
+    checkout = client.post("/checkout/meal-pack-5", data={
+        "gateway": "razorpay", "checkout_token": form_token(page.text, "checkout_token")})
+    gateway_order_id = re.search(r'data-order-id="([^"]+)"', checkout.text).group(1)
+    payment = razorpay_fake.pay_order(gateway_order_id)
+    body, headers = FakeRazorpay.webhook("payment.captured", secret=WEBHOOK_SECRET, payment=payment)
+    assert client.post("/webhooks/razorpay", data=body, headers=headers).status_code == 200
+    assert runner.invoke(args=["reconcile", "--since", "1h"]).exit_code == 0
+
+    razorpay_fake.refund_outside(payment["id"], payment["amount"])  # from the dashboard; no webhook
+
+    result = runner.invoke(args=["reconcile", "--since", "1h"])
+    assert result.exit_code == 1, result.output
+    assert "refunded_there" in result.stdout and gateway_order_id in result.stdout
