@@ -187,8 +187,9 @@ CHECKS: list[Check] = [
           params=lambda c: {"stuck_cutoff": _ago(minutes=c["MONITOR_WEBHOOK_STUCK_MINUTES"])}),
     Check("gateway_webhooks_quiet", CRITICAL, "Gateways silent while orders keep coming",
           "",  # built per run from the configured gateways, see _quiet_sql
-          "no {id} webhook since {last_webhook_at} (quiet period exceeded) while {orders_since} "
-          "order(s) were placed; check the endpoint in the {id} dashboard",
+          "{id} has sent no webhook for longer than the quiet period (last one: "
+          "{last_webhook_at}) while {orders_since} order(s) were placed; check the endpoint in "
+          "the {id} dashboard",
           params=lambda c: {"quiet_cutoff": _ago(hours=c["MONITOR_WEBHOOK_QUIET_HOURS"]),
                             "settle_cutoff": _ago(minutes=c["MONITOR_PAID_GRACE_MINUTES"])}),
     Check("authorized_not_captured", CRITICAL, "Payments authorised but not captured (auto-refund near)",
@@ -258,6 +259,11 @@ def _bind(sql: str, params: dict) -> sa.TextClause:
     return clause.bindparams(*typed) if typed else clause
 
 
+def _readable(data: dict) -> dict:
+    """Values as a person reads them in a finding: a missing time is "never"."""
+    return {k: ("never" if v is None and k.endswith("_at") else v) for k, v in data.items()}
+
+
 def check_query(check: Check, *, since: datetime | None = None, limit: int | None = None
                 ) -> tuple[sa.TextClause, dict]:
     """The SQL and parameters of one check (also used by the benchmark for raw timings)."""
@@ -297,7 +303,8 @@ def run_check(check: Check, *, since: datetime | None = None, limit: int | None 
         total = row["total"]
         data.setdefault("severity", check.severity)
         findings.append(Finding(check.name, data["severity"], f"{check.name}:{data['id']}",
-                                check.summary.format(**data), data, _fingerprint(check, data)))
+                                check.summary.format(**_readable(data)), data,
+                                _fingerprint(check, data)))
     if total > len(findings):
         findings.append(Finding(check.name, check.severity, f"{check.name}:more",
                                 f"{total - len(findings)} more {check.name} finding(s) not listed",
