@@ -24,14 +24,19 @@ def app(_schema, razorpay_fake):
                    TEST_GATEWAY_ENABLED=False))
 
 
-def test_captured_payment_without_webhook_is_fulfilled_once(app, client, auth, runner,
-                                                            razorpay_fake):
-    auth.register()
+def _open_pack_checkout(client) -> str:
+    """Start a Razorpay checkout for the add-on pack; return the Razorpay order id it opened."""
     page = client.get("/plans/meal-pack-5")
     checkout = client.post("/checkout/meal-pack-5", data={
         "gateway": "razorpay", "checkout_token": form_token(page.text, "checkout_token")})
     assert checkout.status_code == 200, checkout.text
-    gateway_order_id = re.search(r'data-order-id="([^"]+)"', checkout.text).group(1)
+    return re.search(r'data-order-id="([^"]+)"', checkout.text).group(1)
+
+
+def test_captured_payment_without_webhook_is_fulfilled_once(app, client, auth, runner,
+                                                            razorpay_fake):
+    auth.register()
+    gateway_order_id = _open_pack_checkout(client)
     payment = razorpay_fake.pay_order(gateway_order_id)  # the shopper closed the tab; no webhook
 
     assert runner.invoke(args=["reconcile", "--since", "1h"]).exit_code == 2
@@ -51,10 +56,7 @@ def test_captured_payment_without_webhook_is_fulfilled_once(app, client, auth, r
 def test_refund_made_at_razorpay_without_webhook_is_reported(app, client, auth, runner,
                                                              razorpay_fake):
     auth.register()
-    page = client.get("/plans/meal-pack-5")
-    checkout = client.post("/checkout/meal-pack-5", data={
-        "gateway": "razorpay", "checkout_token": form_token(page.text, "checkout_token")})
-    gateway_order_id = re.search(r'data-order-id="([^"]+)"', checkout.text).group(1)
+    gateway_order_id = _open_pack_checkout(client)
     payment = razorpay_fake.pay_order(gateway_order_id)
     body, headers = FakeRazorpay.webhook("payment.captured", secret=WEBHOOK_SECRET, payment=payment)
     assert client.post("/webhooks/razorpay", data=body, headers=headers).status_code == 200
