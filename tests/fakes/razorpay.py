@@ -53,7 +53,7 @@ class FakeRazorpay:
     def __init__(self, httpserver, *, key_id: str, key_secret: str):
         self.server = httpserver
         self.key_id, self.key_secret = key_id, key_secret
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # helpers may be called under it (bench senders)
         self.orders: dict[str, dict] = {}
         self.payments: dict[str, dict] = {}
         self.refunds: dict[str, dict] = {}

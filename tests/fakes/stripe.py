@@ -7,6 +7,8 @@ Stripe's documented ones in the 2025-03-31 "basil" API (a subscription's period
 on `items.data[]`, an invoice's subscription under `parent.subscription_details`).
 It honours `Idempotency-Key` like Stripe. Test helpers complete a session the
 way a shopper paying would, and build events and signed webhook requests.
+One lock guards the state, so a threaded server (several app workers calling
+at once, as in bench/storm.py) and the test's own helpers can share it.
 
 `localstripe_server` (see tests/stripe/conftest.py) is the localstripe process
 for what it does serve (customers, payment intents, refunds).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -86,6 +89,7 @@ class FakeStripe:
         self.products: dict[str, dict] = {}
         self.requests: list[tuple[str, str, dict, dict]] = []
         self._idempotent: dict[str, tuple[str, dict]] = {}
+        self.lock = threading.RLock()
         httpserver.expect_request(re.compile(r"^/v1/.*")).respond_with_handler(self.handle)
 
     @property
@@ -95,6 +99,10 @@ class FakeStripe:
     # --- HTTP ---------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         params = parse_form(list(request.form.items(multi=True)) + list(request.args.items(multi=True)))
+        with self.lock:
+            return self._handle(request, params)
+
+    def _handle(self, request: Request, params: dict) -> Response:
         self.requests.append((request.method, request.path, params, dict(request.headers)))
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key:
@@ -206,7 +214,8 @@ class FakeStripe:
 
     def record_event(self, event: dict) -> dict:
         """Keep an event in the Events API (whether or not its webhook is delivered)."""
-        self.events.append(event)
+        with self.lock:
+            self.events.append(event)
         return event
 
     def update_subscription(self, sub: dict, params: dict) -> dict:
@@ -258,6 +267,10 @@ class FakeStripe:
                          period_days: int = 30) -> dict:
         """What Stripe does when the shopper pays: the session completes, and in
         subscription mode a customer, a subscription and its first invoice appear."""
+        with self.lock:
+            return self._complete_session(session_id, payment_status, period_days)
+
+    def _complete_session(self, session_id: str, payment_status: str, period_days: int) -> dict:
         s = self.sessions[session_id]
         s["status"] = "complete"
         s["payment_status"] = payment_status
