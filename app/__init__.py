@@ -7,6 +7,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import load_config, validate_config
+from app.db_pool import install_idle_ping
 from app.extensions import csrf, db, limiter, login_manager, migrate
 from app.security import register_security
 
@@ -44,6 +45,8 @@ def register_extensions(app: Flask) -> None:
     from app.models import User
 
     db.init_app(app)
+    with app.app_context():
+        install_idle_ping(db.engine)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"),
                      render_as_batch=True, compare_type=True)
     csrf.init_app(app)

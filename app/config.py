@@ -58,7 +58,7 @@ def load_config(env_name: str | None = None) -> dict:
         "TESTING": env == "testing",
         "SECRET_KEY": get("SECRET_KEY") or ("" if is_prod else DEV_SECRET_KEY),
         "SQLALCHEMY_DATABASE_URI": get("DATABASE_URL") or default_db,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {},  # connections are pinged when idle: app/db_pool.py
         "APP_BASE_URL": (get("APP_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "SUPPORT_EMAIL": get("SUPPORT_EMAIL", "support@tiffin.example"),
         "GRACE_PERIOD_DAYS": _int("GRACE_PERIOD_DAYS", 3),
