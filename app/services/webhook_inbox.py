@@ -23,7 +23,6 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.gateways.base import GatewayEvent
@@ -31,6 +30,7 @@ from app.models import WebhookDeliveryAttempt, WebhookEvent
 from app.models.types import utcnow
 from app.models.webhook import (EVENT_DEAD, EVENT_FAILED, EVENT_IGNORED, EVENT_PROCESSED,
                                 EVENT_RECEIVED)
+from app.services.sql import insert_unless_exists
 from app.services.work_claims import claim_due
 
 log = logging.getLogger("tiffin.webhooks")
@@ -50,17 +50,18 @@ def _lease() -> timedelta:
     return max(_stuck_after(), timedelta(seconds=MIN_CLAIM_LEASE_SECONDS))
 
 
-def find_event(gateway: str, event_id: str) -> WebhookEvent | None:
-    return db.session.scalars(sa.select(WebhookEvent).where(
-        WebhookEvent.gateway == gateway, WebhookEvent.event_id == event_id)).first()
-
-
 @dataclass(frozen=True)
 class StoredEvent:
     """What the route needs to know of an event that was already stored."""
 
     id: int
     status: str
+
+
+def _autocommit():
+    """A connection on which each statement commits by itself: storing an event is
+    one durable INSERT, with no BEGIN/COMMIT round trips around it."""
+    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def store_event(gateway: str, event: GatewayEvent, source_address: str | None
@@ -70,31 +71,25 @@ def store_event(gateway: str, event: GatewayEvent, source_address: str | None
 
     Raises SQLAlchemyError when the database cannot store it (the route answers 5xx).
     """
-    # Duplicates are the common case under gateway retries: one light indexed read.
-    existing = db.session.execute(sa.select(WebhookEvent.id, WebhookEvent.status).where(
-        WebhookEvent.gateway == gateway, WebhookEvent.event_id == event.event_id)).first()
-    if existing is not None:
-        return StoredEvent(existing.id, existing.status), False
+    table = WebhookEvent.__table__
+    find = sa.select(table.c.id, table.c.status).where(table.c.gateway == gateway,
+                                                       table.c.event_id == event.event_id)
     now = utcnow()
-    row = WebhookEvent(gateway=gateway, event_id=event.event_id, event_type=event.event_type,
-                       gateway_created_at=event.created_at, livemode=event.livemode,
-                       payload=event.payload, source_address=source_address,
-                       status=EVENT_RECEIVED, received_at=now,
-                       next_attempt_at=now + _stuck_after())
-    db.session.add(row)
-    session = db.session()
-    # Keep the stored row loaded after the commit: the handler reads it next, and
-    # re-selecting the payload we hold in memory would only cost a round trip.
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # the same delivery arrived twice at once
-        winner = find_event(gateway, event.event_id)
-        return StoredEvent(winner.id, winner.status), False
-    finally:
-        session.expire_on_commit = True
-    return row, True
+    values = dict(gateway=gateway, event_id=event.event_id, event_type=event.event_type,
+                  gateway_created_at=event.created_at, livemode=event.livemode,
+                  payload=event.payload, source_address=source_address, status=EVENT_RECEIVED,
+                  attempts=0, received_at=now, next_attempt_at=now + _stuck_after())
+    with _autocommit() as conn:
+        # Duplicates are the common case under gateway retries: one indexed read.
+        existing = conn.execute(find).first()
+        if existing is None:
+            new_id = conn.execute(insert_unless_exists(table, values, "gateway", "event_id")
+                                  .returning(table.c.id)).scalar()
+            if new_id is not None:
+                # The handler gets the stored event as we hold it: no second read.
+                return WebhookEvent(id=new_id, **values), True
+            existing = conn.execute(find).one()  # the same delivery arrived twice at once
+    return StoredEvent(existing.id, existing.status), False
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -158,23 +153,27 @@ def _record_success(event_pk: int, outcome: str, now, duration_ms: int,
                     source_address: str | None, trigger: str) -> None:
     """Mark a handled event processed/ignored and record the attempt.
 
-    The handler's own changes are committed (durably) first. This bookkeeping is
-    then committed without waiting for the WAL flush on PostgreSQL: if a crash
-    lost it, the event would stay `received` and the retry command would re-run
-    its handler, which is idempotent. So no payment can be lost by it.
+    The handler's own changes are committed first. The bookkeeping follows as
+    one statement (two on SQLite): if it were lost, the event would stay
+    `received` and the retry command would re-run its handler, which is idempotent.
     """
     db.session.commit()
-    if db.engine.dialect.name == "postgresql":
-        db.session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
-    db.session.execute(
-        sa.update(WebhookEvent).where(WebhookEvent.id == event_pk)
-        .values(attempts=WebhookEvent.attempts + 1, status=outcome, processed_at=now,
-                next_attempt_at=None, last_error=None)
-        .execution_options(synchronize_session=False))
-    db.session.execute(sa.insert(WebhookDeliveryAttempt).values(
-        webhook_event_id=event_pk, started_at=now, outcome=outcome, error=None,
-        duration_ms=duration_ms, source_address=source_address, trigger=trigger))
-    db.session.commit()
+    events, attempts = WebhookEvent.__table__, WebhookDeliveryAttempt.__table__
+    finished = (sa.update(events).where(events.c.id == event_pk)
+                .values(attempts=events.c.attempts + 1, status=outcome, processed_at=now,
+                        next_attempt_at=None, last_error=None))
+    attempt = dict(started_at=now, outcome=outcome, error=None, duration_ms=duration_ms,
+                   source_address=source_address, trigger=trigger)
+    with _autocommit() as conn:
+        if conn.dialect.name == "postgresql":
+            done = finished.returning(events.c.id).cte("finished")
+            conn.execute(sa.insert(attempts).from_select(
+                ["webhook_event_id", *attempt],
+                sa.select(done.c.id, *(sa.literal(value, attempts.c[name].type)
+                                       for name, value in attempt.items()))))
+        else:
+            conn.execute(finished)
+            conn.execute(sa.insert(attempts).values(webhook_event_id=event_pk, **attempt))
 
 
 def claim_due_events(limit: int = 50) -> list[int]:
