@@ -134,7 +134,7 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
                           f"returned by user {user.id}")
     result = gateway.verify_return(params, order=order)
     if order.status in SETTLED:
-        return FulfilmentResult(order, None, created=False)
+        return FulfilmentResult(order.id, created=False)
     if result.status == PAID:
         return _create_subscription_and_order(
             user, order.meal_plan, gateway.name, order.gateway_order_id, result.gateway_payment_id,

@@ -12,9 +12,11 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.errors import TiffinError
 from app.extensions import db
@@ -22,8 +24,10 @@ from app.models import MealPlan, Order, Subscription, User
 from app.models.order import (ORDER_CANCELED, ORDER_DISPUTED, ORDER_FAILED, ORDER_KIND_ADDON,
                               ORDER_KIND_NEW, ORDER_KIND_RENEWAL, ORDER_NEEDS_REVIEW, ORDER_PAID,
                               ORDER_PARTIALLY_REFUNDED, ORDER_PENDING, ORDER_REFUNDED)
+from app.models.order import new_order_reference
 from app.models.subscription import LIVE_STATUSES, SUB_ACTIVE
 from app.models.types import utcnow
+from app.money import format_money
 from app.services import audit, credits, notifications
 from app.services.periods import add_interval
 
@@ -36,11 +40,37 @@ PAYABLE = (ORDER_PENDING, ORDER_FAILED, ORDER_CANCELED, ORDER_NEEDS_REVIEW)
 _SQLITE_LOCK_RETRIES = 20
 
 
+ORDERS = Order.__table__
+SUBSCRIPTIONS = Subscription.__table__
+# What fulfilment reads of an order: enough to check the payment and settle it.
+_ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORDERS.c.meal_plan_id,
+                  ORDERS.c.kind, ORDERS.c.status, ORDERS.c.amount_minor, ORDERS.c.currency,
+                  ORDERS.c.gateway_data)
+_SETTLED_CHECK_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORDERS.c.status)
+_SUBSCRIPTION_COLUMNS = (SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.order_id, SUBSCRIPTIONS.c.gateway,
+                         SUBSCRIPTIONS.c.gateway_subscription_id, SUBSCRIPTIONS.c.status,
+                         SUBSCRIPTIONS.c.current_period_end)
+
+
 @dataclass
 class FulfilmentResult:
-    order: Order
-    subscription: Subscription | None
+    """What fulfilment did. The order and subscription are loaded when first read,
+    so a caller that only needs the outcome (a webhook) never pays for them."""
+
+    order_id: int
     created: bool  # False when an earlier (or concurrent) call had already fulfilled it
+    subscription_id: int | None = None  # set when this call started or extended one
+
+    @property
+    def order(self) -> Order:
+        return db.session.get(Order, self.order_id)
+
+    @property
+    def subscription(self) -> Subscription | None:
+        """The subscription the order started or extended (for a pack: the live one)."""
+        if self.subscription_id is not None:
+            return db.session.get(Subscription, self.subscription_id)
+        return subscription_for_order(self.order)
 
 
 def find_order(gateway: str, gateway_order_id: str, *, for_update: bool = False) -> Order | None:
@@ -51,14 +81,32 @@ def find_order(gateway: str, gateway_order_id: str, *, for_update: bool = False)
     return db.session.scalars(query).first()
 
 
-def lock_user(user_id: int) -> None:
-    """Lock a user's row for the rest of the transaction.
+def payer(gateway: str, gateway_order_id: str, *, user_id=None, plan_id=None
+          ) -> tuple[User, MealPlan] | None:
+    """Who paid and for what: the stored order's owner and plan (one query), or,
+    when we hold no order for it, the user and plan the gateway's metadata names.
+    None when neither is known to us."""
+    found = db.session.execute(
+        sa.select(User, MealPlan).select_from(Order)
+        .join(User, User.id == Order.user_id).join(MealPlan, MealPlan.id == Order.meal_plan_id)
+        .where(Order.gateway == gateway, Order.gateway_order_id == gateway_order_id)).first()
+    if found is None and user_id is not None and plan_id is not None:
+        found = db.session.execute(sa.select(User, MealPlan).where(
+            User.id == int(user_id), MealPlan.id == int(plan_id))).first()
+    return tuple(found) if found is not None else None
+
+
+def lock_user(user_id: int):
+    """Lock a user's row for the rest of the transaction; return its credit balances
+    (plan_meal_credits, addon_meal_credits), current while the lock is held.
 
     Lock order, everywhere money or access changes: user, then order, then
     subscription. Taking the user first serialises all of one shopper's changes
     and rules out deadlocks between fulfilment and lifecycle updates.
     """
-    db.session.execute(sa.select(User.id).where(User.id == user_id).with_for_update())
+    return db.session.execute(
+        sa.select(User.plan_meal_credits, User.addon_meal_credits)
+        .where(User.id == user_id).with_for_update()).one()
 
 
 def subscription_for_order(order: Order) -> Subscription | None:
@@ -80,15 +128,15 @@ def live_subscription(user_id: int, *, for_update: bool = False) -> Subscription
     return db.session.scalars(query).first()
 
 
-def _settled_result(order: Order, user: User) -> FulfilmentResult:
+def _settled_result(order, user: User) -> FulfilmentResult:
     if order.user_id != user.id:
         raise TiffinError("PAYMENT_USER_MISMATCH",
                           f"order {order.reference} belongs to user {order.user_id}, not {user.id}",
                           order_reference=order.reference)
-    return FulfilmentResult(order, subscription_for_order(order), created=False)
+    return FulfilmentResult(order.id, created=False)
 
 
-def _check_payment(order: Order | None, user: User, plan: MealPlan, amount_minor: int,
+def _check_payment(order, user: User, plan: MealPlan, amount_minor: int,
                    currency: str, metadata_user_id: int | None, *,
                    gateway_renewal: bool = False) -> None:
     """Refuse what must not be fulfilled. Raises TiffinError with a specific code.
@@ -123,115 +171,144 @@ def _check_payment(order: Order | None, user: User, plan: MealPlan, amount_minor
                           f"{expected_currency}", order_reference=order.reference if order else None)
 
 
-def _start_or_extend_subscription(order: Order, user: User, plan: MealPlan, *, now: datetime,
-                                  period_start, period_end, gateway_subscription_id,
-                                  gateway_customer_id) -> Subscription:
-    current = live_subscription(user.id, for_update=True)
+def _start_or_extend_subscription(current, order_id: int, user: User, plan: MealPlan, gateway: str,
+                                  *, now: datetime, period_start, period_end,
+                                  gateway_subscription_id, gateway_customer_id,
+                                  audit_rows: list) -> SimpleNamespace:
+    """Create the user's subscription, or extend `current` (their live one).
+
+    Returns what the confirmation email shows of it (id, status, period end).
+    """
     if current is not None:
         # A second plan payment while one is live (two tabs, a reconcile of an
         # old session): the money bought another period, so extend rather than lose it.
         # A gateway renewal arrives the same way, with the gateway's own period.
-        order.kind = ORDER_KIND_RENEWAL
-        order.parent_order_id = current.order_id
         base = max(current.current_period_end, now)
-        current.current_period_start = period_start or base
-        current.current_period_end = period_end or add_interval(base, plan.billing_interval,
-                                                                plan.interval_count)
-        current.meal_plan_id = plan.id
-        current.status = SUB_ACTIVE  # a paid renewal ends any past_due grace period
-        current.grace_period_ends_at = None
-        audit.record(order.gateway, "subscription_extended", "subscription", current.id,
-                     user_id=user.id, order_id=order.id,
-                     period_end=current.current_period_end.isoformat())
-        return current
+        end = period_end or add_interval(base, plan.billing_interval, plan.interval_count)
+        # A paid renewal ends any past_due grace period.
+        db.session.execute(sa.update(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.id == current.id).values(
+            current_period_start=period_start or base, current_period_end=end,
+            meal_plan_id=plan.id, status=SUB_ACTIVE, grace_period_ends_at=None))
+        audit_rows.append(audit.entry(gateway, "subscription_extended", "subscription", current.id,
+                                      user_id=user.id, order_id=order_id,
+                                      period_end=end.isoformat()))
+        return SimpleNamespace(id=current.id, status=SUB_ACTIVE, current_period_end=end,
+                               meal_plan=plan)
     start = period_start or now
-    subscription = Subscription(
-        user_id=user.id, meal_plan_id=plan.id, order_id=order.id, gateway=order.gateway,
+    end = period_end or add_interval(start, plan.billing_interval, plan.interval_count)
+    subscription_id = db.session.execute(sa.insert(SUBSCRIPTIONS).values(
+        user_id=user.id, meal_plan_id=plan.id, order_id=order_id, gateway=gateway,
         gateway_subscription_id=gateway_subscription_id, gateway_customer_id=gateway_customer_id,
-        status=SUB_ACTIVE, current_period_start=start,
-        current_period_end=period_end or add_interval(start, plan.billing_interval,
-                                                      plan.interval_count))
-    db.session.add(subscription)
-    db.session.flush()
-    audit.record(order.gateway, "subscription_created", "subscription", subscription.id,
-                 user_id=user.id, order_id=order.id, plan=plan.slug)
-    return subscription
+        status=SUB_ACTIVE, current_period_start=start, current_period_end=end,
+    ).returning(SUBSCRIPTIONS.c.id)).scalar_one()
+    audit_rows.append(audit.entry(gateway, "subscription_created", "subscription",
+                                  subscription_id, user_id=user.id, order_id=order_id,
+                                  plan=plan.slug))
+    return SimpleNamespace(id=subscription_id, status=SUB_ACTIVE, current_period_end=end,
+                           meal_plan=plan)
 
 
 def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str,
                  gateway_payment_id: str | None, amount_minor: int, currency: str, *, actor: str,
                  metadata_user_id, gateway_customer_id, gateway_subscription_id, period_start,
                  period_end, gateway_data) -> FulfilmentResult:
+    # Written as single SQL statements, not ORM units of work: this runs once per
+    # payment signal (a redirect and several webhook copies each), so it is the hot path.
+    this_order = (ORDERS.c.gateway == gateway) & (ORDERS.c.gateway_order_id == gateway_order_id)
+    user_id = user.id  # read before the commit expires `user`
     # Fast path: most repeats (webhook copies, page refreshes) end here with one SELECT.
-    order = find_order(gateway, gateway_order_id)
-    if order is not None and order.status in SETTLED:
-        return _settled_result(order, user)
+    seen = db.session.execute(sa.select(*_SETTLED_CHECK_COLUMNS).where(this_order)).first()
+    if seen is not None and seen.status in SETTLED:
+        return _settled_result(seen, user)
 
     # Lock the user, then the order: every money change for one user is serialised,
     # and a concurrent caller waits here and then sees the winner's paid order.
-    lock_user(user.id)
-    order = find_order(gateway, gateway_order_id, for_update=True)
+    balances = lock_user(user.id)
+    order = db.session.execute(sa.select(*_ORDER_COLUMNS).where(this_order)
+                               .with_for_update()).first()
     if order is not None and order.status in SETTLED:
         db.session.commit()  # release the locks: a concurrent caller won
         return _settled_result(order, user)
     if order is not None and order.status not in PAYABLE:
         raise RuntimeError(f"order {order.reference} in unexpected status {order.status}")
 
-    current = live_subscription(user.id) if order is None and gateway_subscription_id else None
-    gateway_renewal = (current is not None and current.gateway == gateway
+    current = db.session.execute(
+        sa.select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.user_id == user.id,
+                                               SUBSCRIPTIONS.c.status.in_(LIVE_STATUSES))
+        .with_for_update()).first()
+    gateway_renewal = (order is None and current is not None and bool(gateway_subscription_id)
+                       and current.gateway == gateway
                        and current.gateway_subscription_id == gateway_subscription_id)
     _check_payment(order, user, plan, amount_minor, currency, metadata_user_id,
                    gateway_renewal=gateway_renewal)
     now = utcnow()
+    paid = dict(status=ORDER_PAID, paid_at=now, failure_code=None, failure_message=None)
+    if gateway_payment_id:
+        paid["gateway_payment_id"] = gateway_payment_id
+    if gateway_customer_id:
+        paid["gateway_customer_id"] = gateway_customer_id
+    if metadata_user_id is not None:
+        paid["gateway_metadata_user_id"] = int(metadata_user_id)
+    if gateway_data:
+        paid["gateway_data"] = {**((order.gateway_data if order else None) or {}), **gateway_data}
+    kind = order.kind if order is not None else (
+        ORDER_KIND_NEW if plan.is_recurring else ORDER_KIND_ADDON)
+    if plan.is_recurring and current is not None:
+        kind = paid["kind"] = ORDER_KIND_RENEWAL
+        paid["parent_order_id"] = current.order_id
     if order is None:
         # Paid at the gateway but we never stored the pending order (reconcile, lost row).
-        order = Order(user_id=user.id, meal_plan_id=plan.id, gateway=gateway,
-                      gateway_order_id=gateway_order_id, amount_minor=amount_minor,
-                      currency=currency.upper(),
-                      kind=ORDER_KIND_NEW if plan.is_recurring else ORDER_KIND_ADDON)
-        db.session.add(order)
-    order.status = ORDER_PAID
-    order.paid_at = now
-    order.gateway_payment_id = gateway_payment_id or order.gateway_payment_id
-    order.gateway_customer_id = gateway_customer_id or order.gateway_customer_id
-    if metadata_user_id is not None:
-        order.gateway_metadata_user_id = int(metadata_user_id)
-    if gateway_data:
-        order.gateway_data = {**(order.gateway_data or {}), **gateway_data}
-    order.failure_code = order.failure_message = None
-    db.session.flush()  # surfaces a unique-key race now, before more work
+        reference = new_order_reference()
+        order_id = db.session.execute(sa.insert(ORDERS).values(
+            reference=reference, user_id=user.id, meal_plan_id=plan.id, gateway=gateway,
+            gateway_order_id=gateway_order_id, amount_minor=amount_minor,
+            currency=currency.upper(), **{"kind": kind, **paid}).returning(ORDERS.c.id)
+        ).scalar_one()
+        order_amount, order_currency = amount_minor, currency.upper()
+    else:
+        order_id, reference = order.id, order.reference
+        order_amount, order_currency = order.amount_minor, order.currency
+        db.session.execute(sa.update(ORDERS).where(ORDERS.c.id == order_id).values(paid))
 
-    source_key = f"order:{order.id}"
+    audit_rows: list = []
+    source_key = f"order:{order_id}"
     if plan.is_recurring:
         subscription = _start_or_extend_subscription(
-            order, user, plan, now=now, period_start=period_start, period_end=period_end,
-            gateway_subscription_id=gateway_subscription_id,
-            gateway_customer_id=gateway_customer_id)
-        credits.reset_plan_credits(user.id, plan.meals_per_period, reason="subscription_start",
-                                   source_key=source_key, subscription_id=subscription.id,
-                                   order_id=order.id)
-        db.session.execute(sa.update(User).where(User.id == user.id)
-                           .values(subscription_status=subscription.status)
-                           .execution_options(synchronize_session="fetch"))
+            current, order_id, user, plan, gateway, now=now, period_start=period_start,
+            period_end=period_end, gateway_subscription_id=gateway_subscription_id,
+            gateway_customer_id=gateway_customer_id, audit_rows=audit_rows)
+        granted = credits.reset_plan_credits(
+            user_id, plan.meals_per_period, reason="subscription_start", source_key=source_key,
+            subscription_id=subscription.id, order_id=order_id,
+            balance_before=balances.plan_meal_credits, subscription_status=subscription.status)
+        if not granted:  # a repair re-fulfilling an order whose grant is in the ledger already
+            db.session.execute(sa.update(User.__table__).where(User.id == user_id)
+                               .values(subscription_status=subscription.status))
+            set_committed_value(user, "subscription_status", subscription.status)
     else:
-        credits.add_addon_credits(user.id, plan.meals_per_period, reason="addon_pack",
-                                  source_key=source_key, order_id=order.id)
-        subscription = live_subscription(user.id)
+        credits.add_addon_credits(user_id, plan.meals_per_period, reason="addon_pack",
+                                  source_key=source_key, order_id=order_id,
+                                  balance_before=balances.addon_meal_credits)
+        subscription = current
 
-    audit.record(actor, "order_fulfilled", "order", order.id, user_id=user.id, order_id=order.id,
-                 gateway=gateway, gateway_order_id=gateway_order_id,
-                 gateway_payment_id=gateway_payment_id, amount_minor=amount_minor,
-                 currency=currency.upper(), plan=plan.slug)
-    if order.kind == ORDER_KIND_RENEWAL:
-        notifications.enqueue(user, "renewal", f"renewal:{order.id}", order=order,
+    audit_rows.append(audit.entry(
+        actor, "order_fulfilled", "order", order_id, user_id=user.id, order_id=order_id,
+        gateway=gateway, gateway_order_id=gateway_order_id, gateway_payment_id=gateway_payment_id,
+        amount_minor=amount_minor, currency=currency.upper(), plan=plan.slug))
+    audit.record_all(audit_rows)
+    shown_order = SimpleNamespace(id=order_id, reference=reference,
+                                  amount_display=format_money(order_amount, order_currency))
+    if kind == ORDER_KIND_RENEWAL:
+        notifications.enqueue(user, "renewal", f"renewal:{order_id}", order=shown_order,
                               subscription=subscription)
     else:
-        notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order.id}",
-                              order=order, plan=plan, subscription=subscription)
+        notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order_id}",
+                              order=shown_order, plan=plan, subscription=subscription)
     db.session.commit()
-    log.info("fulfilled order %s (%s %s) for user %s by %s", order.reference, gateway,
-             gateway_order_id, user.id, actor)
-    return FulfilmentResult(order, subscription, created=True)
+    log.info("fulfilled order %s (%s %s) for user %s by %s", reference, gateway,
+             gateway_order_id, user_id, actor)
+    return FulfilmentResult(order_id, created=True,
+                            subscription_id=subscription.id if subscription is not None else None)
 
 
 def _record_refusal(gateway: str, gateway_order_id: str, error: TiffinError, actor: str) -> None:

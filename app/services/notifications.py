@@ -26,6 +26,7 @@ from app.models import NotificationOutbox
 from app.models.ops import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT
 from app.models.types import utcnow
 from app.services import live_updates
+from app.services.sql import insert_unless_exists
 from app.services.work_claims import claim_due
 
 log = logging.getLogger("tiffin.notifications")
@@ -43,29 +44,28 @@ MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
 SERVER_DOWN = (OSError, socket.timeout)
 
 
-def enqueue(user, kind: str, dedupe_key: str, **context) -> NotificationOutbox | None:
+def enqueue(user, kind: str, dedupe_key: str, **context) -> bool:
     """Add an email to the outbox (in the caller's transaction) unless one with
-    this dedupe key already exists; returns the new row or None.
+    this dedupe key already exists; True if added.
 
     Also asks for a live update of the user's account page, published only after
     the caller's transaction commits (see app.services.live_updates).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown notification kind {kind}")
-    exists = db.session.scalar(sa.select(NotificationOutbox.id).where(
-        NotificationOutbox.dedupe_key == dedupe_key))
-    if exists is not None:
-        return None
     context.setdefault("user", user)
     context.setdefault("support_email", current_app.config["SUPPORT_EMAIL"])
     context.setdefault("base_url", current_app.config["APP_BASE_URL"])
     subject = render_template(f"emails/{kind}.subject.txt", **context).strip()
     body = render_template(f"emails/{kind}.txt", **context)
-    row = NotificationOutbox(user_id=user.id, kind=kind, to_email=user.email, subject=subject,
-                             body_text=body, dedupe_key=dedupe_key)
-    db.session.add(row)
-    live_updates.after_commit(user.id, kind)
-    return row
+    table = NotificationOutbox.__table__
+    added = db.session.execute(insert_unless_exists(table, dict(
+        user_id=user.id, kind=kind, to_email=user.email, subject=subject, body_text=body,
+        dedupe_key=dedupe_key, status=OUTBOX_PENDING, attempts=0, created_at=utcnow(),
+    ), "dedupe_key").returning(table.c.id)).scalar() is not None
+    if added:
+        live_updates.after_commit(user.id, kind)
+    return added
 
 
 def backoff_delay(attempts: int) -> timedelta:

@@ -200,10 +200,10 @@ def _move_credits(from_user: int, to_user: int, bucket: str, amount: int, order:
     if moved <= 0:
         return 0
     key = f"move:{order.id}:{bucket}:{from_user}:{to_user}"
-    credits._apply(from_user, column, bucket, column - moved, reason="moved_to_other_user",
-                   source_key=key + ":out", order_id=order.id)
-    credits._apply(to_user, column, bucket, column + moved, reason="moved_from_other_user",
-                   source_key=key + ":in", order_id=order.id)
+    credits._apply(from_user, column, bucket, lambda current: current - moved,
+                   reason="moved_to_other_user", source_key=key + ":out", order_id=order.id)
+    credits._apply(to_user, column, bucket, lambda current: current + moved,
+                   reason="moved_from_other_user", source_key=key + ":in", order_id=order.id)
     return moved
 
 

@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 
 from app.errors import TiffinError
-from app.extensions import db
 from app.gateways import get_gateway
 from app.gateways.base import PAID, PaymentResult
 from app.gateways.stripe import invoice_period, subscription_id_of_invoice
-from app.models import MealPlan, User
 from app.models.subscription import SUB_CANCELED
 from app.models.types import utcnow
 from app.models.webhook import EVENT_IGNORED, EVENT_PROCESSED
 from app.services import lifecycle, stripe_sync
 from app.services.checkout import mark_order_failed
-from app.services.fulfilment import _create_subscription_and_order, find_order
+from app.services.fulfilment import _create_subscription_and_order, find_order, payer
 
 log = logging.getLogger("tiffin.webhooks.stripe")
 ACTOR = "webhook:stripe"
@@ -50,17 +48,14 @@ def fulfil_session(result: PaymentResult) -> str:
     """Fulfil a paid Checkout Session through the one helper (keyed on the session id)."""
     if result.status != PAID:
         return EVENT_PROCESSED  # an async payment still processing: its own event follows
-    order = find_order(GATEWAY, result.gateway_order_id)
-    user_id = order.user_id if order is not None else result.metadata_user_id
-    plan_id = order.meal_plan_id if order is not None else result.metadata_plan_id
-    if user_id is None or plan_id is None:
-        log.warning("stripe session %s names no user/plan of ours", result.gateway_order_id)
+    found = payer(GATEWAY, result.gateway_order_id, user_id=result.metadata_user_id,
+                  plan_id=result.metadata_plan_id)
+    if found is None:
+        log.warning("stripe session %s names no user/plan of ours (user %s, plan %s)",
+                    result.gateway_order_id, result.metadata_user_id, result.metadata_plan_id)
         return EVENT_IGNORED
-    user, plan = db.session.get(User, user_id), db.session.get(MealPlan, plan_id)
-    if user is None or plan is None:
-        log.warning("stripe session %s: unknown user %s or plan %s", result.gateway_order_id,
-                    user_id, plan_id)
-        return EVENT_IGNORED
+    user, plan = found
+    user_id = user.id
     period_start, period_end = _period(result.gateway_subscription_id)
     try:
         _create_subscription_and_order(
@@ -74,7 +69,7 @@ def fulfil_session(result: PaymentResult) -> str:
         # Refused and recorded (order in needs_review); retrying cannot help.
         log.warning("stripe session %s refused: %s", result.gateway_order_id, exc.code)
         return EVENT_PROCESSED
-    stripe_sync.remember_customer(user.id, result.gateway_customer_id)
+    stripe_sync.remember_customer(user_id, result.gateway_customer_id)
     return EVENT_PROCESSED
 
 
