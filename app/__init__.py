@@ -94,8 +94,6 @@ def register_blueprints(app: Flask) -> None:
 
     for bp in (storefront_bp, auth_bp, account_bp, checkout_bp, payments_bp, webhooks_bp):
         app.register_blueprint(bp)
-    # Gateways retry on their own schedule; throttling them would only delay payments.
-    limiter.exempt(webhooks_bp)
     if app.config["TEST_GATEWAY_ENABLED"]:
         app.register_blueprint(test_gateway_bp)
 

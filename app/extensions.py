@@ -36,3 +36,12 @@ def _rate_limit_key():
 # blocks a checkout.
 limiter = Limiter(key_func=_rate_limit_key, default_limits=[], swallow_errors=True,
                   in_memory_fallback_enabled=True)
+
+
+@limiter.request_filter
+def _webhooks_are_never_throttled() -> bool:
+    """Gateways retry on their own schedule; throttling them would only delay payments.
+    (A filter rather than an exemption: it ends the limiter's work before it starts.)"""
+    from flask import request
+
+    return request.blueprint == "webhooks"

@@ -35,9 +35,9 @@ def _apply(user_id: int, column, bucket: str, new_balance, *, reason: str, sourc
     ledger = CreditLedgerEntry.__table__
     if balance_before is not None:
         after = new_balance(balance_before)
-        written = db.session.execute(insert_unless_exists(
-            ledger, {**entry, "delta": after - balance_before, "balance_after": after},
-            "source_key").returning(ledger.c.id)).scalar()
+        written = db.session.execute(
+            insert_unless_exists(ledger, "source_key"),
+            {**entry, "delta": after - balance_before, "balance_after": after}).scalar()
         if written is None:
             return False
         db.session.execute(sa.update(users).where(users.c.id == user_id)
@@ -51,8 +51,8 @@ def _apply(user_id: int, column, bucket: str, new_balance, *, reason: str, sourc
             sa.update(users).where(users.c.id == user_id)
             .values({column.key: new_balance(users.c[column.key]), **user_values})
             .returning(users.c[column.key])).scalar_one()
-        db.session.execute(sa.insert(ledger).values(delta=after - before, balance_after=after,
-                                                    **entry))
+        db.session.execute(sa.insert(ledger), {**entry, "delta": after - before,
+                                               "balance_after": after})
     # Keep a loaded User in step without another SELECT (emails read the balance).
     user = db.session.identity_map.get(identity_key(User, user_id))
     if user is not None:

@@ -50,6 +50,23 @@ _SETTLED_CHECK_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORD
 _SUBSCRIPTION_COLUMNS = (SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.order_id, SUBSCRIPTIONS.c.gateway,
                          SUBSCRIPTIONS.c.gateway_subscription_id, SUBSCRIPTIONS.c.status,
                          SUBSCRIPTIONS.c.current_period_end)
+# The hot path's queries are built once; executing a cached statement is cheaper
+# than constructing it again for every payment signal.
+_THIS_ORDER = ((ORDERS.c.gateway == sa.bindparam("gateway"))
+               & (ORDERS.c.gateway_order_id == sa.bindparam("gateway_order_id")))
+_SEEN_ORDER = sa.select(*_SETTLED_CHECK_COLUMNS).where(_THIS_ORDER)
+_LOCK_ORDER = sa.select(*_ORDER_COLUMNS).where(_THIS_ORDER).with_for_update()
+_LOCK_USER = (sa.select(User.plan_meal_credits, User.addon_meal_credits)
+              .where(User.id == sa.bindparam("user_id")).with_for_update())
+_LOCK_LIVE_SUBSCRIPTION = (sa.select(*_SUBSCRIPTION_COLUMNS)
+                           .where(SUBSCRIPTIONS.c.user_id == sa.bindparam("user_id"),
+                                  SUBSCRIPTIONS.c.status.in_(LIVE_STATUSES))
+                           .with_for_update())
+_ORDER_PAYER = (sa.select(User, MealPlan).select_from(Order)
+                .join(User, User.id == Order.user_id)
+                .join(MealPlan, MealPlan.id == Order.meal_plan_id).where(_THIS_ORDER))
+_NAMED_PAYER = sa.select(User, MealPlan).where(User.id == sa.bindparam("user_id"),
+                                               MealPlan.id == sa.bindparam("plan_id"))
 
 
 @dataclass
@@ -86,13 +103,11 @@ def payer(gateway: str, gateway_order_id: str, *, user_id=None, plan_id=None
     """Who paid and for what: the stored order's owner and plan (one query), or,
     when we hold no order for it, the user and plan the gateway's metadata names.
     None when neither is known to us."""
-    found = db.session.execute(
-        sa.select(User, MealPlan).select_from(Order)
-        .join(User, User.id == Order.user_id).join(MealPlan, MealPlan.id == Order.meal_plan_id)
-        .where(Order.gateway == gateway, Order.gateway_order_id == gateway_order_id)).first()
+    found = db.session.execute(_ORDER_PAYER, {"gateway": gateway,
+                                              "gateway_order_id": gateway_order_id}).first()
     if found is None and user_id is not None and plan_id is not None:
-        found = db.session.execute(sa.select(User, MealPlan).where(
-            User.id == int(user_id), MealPlan.id == int(plan_id))).first()
+        found = db.session.execute(_NAMED_PAYER, {"user_id": int(user_id),
+                                                  "plan_id": int(plan_id)}).first()
     return tuple(found) if found is not None else None
 
 
@@ -104,9 +119,7 @@ def lock_user(user_id: int):
     subscription. Taking the user first serialises all of one shopper's changes
     and rules out deadlocks between fulfilment and lifecycle updates.
     """
-    return db.session.execute(
-        sa.select(User.plan_meal_credits, User.addon_meal_credits)
-        .where(User.id == user_id).with_for_update()).one()
+    return db.session.execute(_LOCK_USER, {"user_id": user_id}).one()
 
 
 def subscription_for_order(order: Order) -> Subscription | None:
@@ -214,28 +227,24 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
                  period_end, gateway_data) -> FulfilmentResult:
     # Written as single SQL statements, not ORM units of work: this runs once per
     # payment signal (a redirect and several webhook copies each), so it is the hot path.
-    this_order = (ORDERS.c.gateway == gateway) & (ORDERS.c.gateway_order_id == gateway_order_id)
+    this_order = {"gateway": gateway, "gateway_order_id": gateway_order_id}
     user_id = user.id  # read before the commit expires `user`
     # Fast path: most repeats (webhook copies, page refreshes) end here with one SELECT.
-    seen = db.session.execute(sa.select(*_SETTLED_CHECK_COLUMNS).where(this_order)).first()
+    seen = db.session.execute(_SEEN_ORDER, this_order).first()
     if seen is not None and seen.status in SETTLED:
         return _settled_result(seen, user)
 
     # Lock the user, then the order: every money change for one user is serialised,
     # and a concurrent caller waits here and then sees the winner's paid order.
     balances = lock_user(user.id)
-    order = db.session.execute(sa.select(*_ORDER_COLUMNS).where(this_order)
-                               .with_for_update()).first()
+    order = db.session.execute(_LOCK_ORDER, this_order).first()
     if order is not None and order.status in SETTLED:
         db.session.commit()  # release the locks: a concurrent caller won
         return _settled_result(order, user)
     if order is not None and order.status not in PAYABLE:
         raise RuntimeError(f"order {order.reference} in unexpected status {order.status}")
 
-    current = db.session.execute(
-        sa.select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.user_id == user.id,
-                                               SUBSCRIPTIONS.c.status.in_(LIVE_STATUSES))
-        .with_for_update()).first()
+    current = db.session.execute(_LOCK_LIVE_SUBSCRIPTION, {"user_id": user_id}).first()
     gateway_renewal = (order is None and current is not None and bool(gateway_subscription_id)
                        and current.gateway == gateway
                        and current.gateway_subscription_id == gateway_subscription_id)

@@ -58,6 +58,11 @@ class StoredEvent:
     status: str
 
 
+_EVENTS = WebhookEvent.__table__
+_FIND_STORED = sa.select(_EVENTS.c.id, _EVENTS.c.status).where(
+    _EVENTS.c.gateway == sa.bindparam("gateway"), _EVENTS.c.event_id == sa.bindparam("event_id"))
+
+
 def _autocommit():
     """A connection on which each statement commits by itself: storing an event is
     one durable INSERT, with no BEGIN/COMMIT round trips around it."""
@@ -72,8 +77,7 @@ def store_event(gateway: str, event: GatewayEvent, source_address: str | None
     Raises SQLAlchemyError when the database cannot store it (the route answers 5xx).
     """
     table = WebhookEvent.__table__
-    find = sa.select(table.c.id, table.c.status).where(table.c.gateway == gateway,
-                                                       table.c.event_id == event.event_id)
+    key = {"gateway": gateway, "event_id": event.event_id}
     now = utcnow()
     values = dict(gateway=gateway, event_id=event.event_id, event_type=event.event_type,
                   gateway_created_at=event.created_at, livemode=event.livemode,
@@ -81,14 +85,14 @@ def store_event(gateway: str, event: GatewayEvent, source_address: str | None
                   attempts=0, received_at=now, next_attempt_at=now + _stuck_after())
     with _autocommit() as conn:
         # Duplicates are the common case under gateway retries: one indexed read.
-        existing = conn.execute(find).first()
+        existing = conn.execute(_FIND_STORED, key).first()
         if existing is None:
-            new_id = conn.execute(insert_unless_exists(table, values, "gateway", "event_id")
-                                  .returning(table.c.id)).scalar()
+            new_id = conn.execute(insert_unless_exists(table, "gateway", "event_id"),
+                                  values).scalar()
             if new_id is not None:
                 # The handler gets the stored event as we hold it: no second read.
                 return WebhookEvent(id=new_id, **values), True
-            existing = conn.execute(find).one()  # the same delivery arrived twice at once
+            existing = conn.execute(_FIND_STORED, key).one()  # the same delivery arrived twice at once
     return StoredEvent(existing.id, existing.status), False
 
 
@@ -149,6 +153,24 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     return event.status
 
 
+_ATTEMPTS = WebhookDeliveryAttempt.__table__
+# Parameter names differ from column names: in an INSERT, a parameter named after a
+# column would be taken as that column's value.
+_FINISH = (sa.update(_EVENTS).where(_EVENTS.c.id == sa.bindparam("p_event"))
+           .values(attempts=_EVENTS.c.attempts + 1, status=sa.bindparam("p_outcome"),
+                   processed_at=sa.bindparam("p_now", type_=_EVENTS.c.processed_at.type),
+                   next_attempt_at=None, last_error=None))
+# PostgreSQL: the status update and the attempt row in one statement.
+_finished = _FINISH.returning(_EVENTS.c.id).cte("finished")
+_FINISH_AND_RECORD = sa.insert(_ATTEMPTS).from_select(
+    ["webhook_event_id", "started_at", "outcome", "duration_ms", "source_address", "trigger"],
+    sa.select(_finished.c.id, sa.bindparam("p_now", type_=_ATTEMPTS.c.started_at.type),
+              sa.bindparam("p_outcome", type_=_ATTEMPTS.c.outcome.type),
+              sa.bindparam("p_duration_ms", type_=_ATTEMPTS.c.duration_ms.type),
+              sa.bindparam("p_source", type_=_ATTEMPTS.c.source_address.type),
+              sa.bindparam("p_trigger", type_=_ATTEMPTS.c.trigger.type)))
+
+
 def _record_success(event_pk: int, outcome: str, now, duration_ms: int,
                     source_address: str | None, trigger: str) -> None:
     """Mark a handled event processed/ignored and record the attempt.
@@ -158,22 +180,16 @@ def _record_success(event_pk: int, outcome: str, now, duration_ms: int,
     `received` and the retry command would re-run its handler, which is idempotent.
     """
     db.session.commit()
-    events, attempts = WebhookEvent.__table__, WebhookDeliveryAttempt.__table__
-    finished = (sa.update(events).where(events.c.id == event_pk)
-                .values(attempts=events.c.attempts + 1, status=outcome, processed_at=now,
-                        next_attempt_at=None, last_error=None))
-    attempt = dict(started_at=now, outcome=outcome, error=None, duration_ms=duration_ms,
-                   source_address=source_address, trigger=trigger)
+    params = dict(p_event=event_pk, p_outcome=outcome, p_now=now, p_duration_ms=duration_ms,
+                  p_source=source_address, p_trigger=trigger)
     with _autocommit() as conn:
         if conn.dialect.name == "postgresql":
-            done = finished.returning(events.c.id).cte("finished")
-            conn.execute(sa.insert(attempts).from_select(
-                ["webhook_event_id", *attempt],
-                sa.select(done.c.id, *(sa.literal(value, attempts.c[name].type)
-                                       for name, value in attempt.items()))))
+            conn.execute(_FINISH_AND_RECORD, params)
         else:
-            conn.execute(finished)
-            conn.execute(sa.insert(attempts).values(webhook_event_id=event_pk, **attempt))
+            conn.execute(_FINISH, params)
+            conn.execute(sa.insert(_ATTEMPTS), dict(
+                webhook_event_id=event_pk, started_at=now, outcome=outcome, error=None,
+                duration_ms=duration_ms, source_address=source_address, trigger=trigger))
 
 
 def claim_due_events(limit: int = 50) -> list[int]:

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from app.config import ConfigError
+from app.extensions import limiter
 from app.models import User, WebhookEvent
 from app.security import CONTENT_SECURITY_POLICY, check_security_config, redact
 from tests.conftest import count, form_token, make_app
@@ -189,3 +190,18 @@ def test_secrets_and_card_numbers_are_redacted_from_logs():
     assert "sk_live_51H" not in line and "abcdefghijkl" not in line
     assert "4242 4242" not in line and "4000000000003220" not in line
     assert "ABCDEFGHIJ" not in line and "TF-0A1B2C3D4E5F" in line
+
+
+def test_webhooks_are_never_rate_limited_even_under_a_default_limit(app):
+    shop = make_app(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="2 per minute")
+    client = shop.test_client()
+    try:
+        pages = [client.get("/").status_code for _ in range(3)]
+        deliveries = [post_webhook(client, event_body("pipeline.any")).status_code
+                      for _ in range(5)]
+    finally:
+        # The limiter is one object shared by every app; its default limits outlive this one.
+        limiter.limit_manager.set_default_limits([])
+
+    assert pages == [200, 200, 429]  # the default limit is in force for shoppers
+    assert deliveries == [200] * 5 and count(WebhookEvent) == 5
