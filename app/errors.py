@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from flask import g, jsonify, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
 
 log = logging.getLogger("tiffin.errors")
 
@@ -92,6 +93,10 @@ _CODES = [
               "Try again later.", "", "The event could not be stored; the gateway will redeliver."),
     ErrorCode("REQUEST_TOO_LARGE", 413,
               "Request too large.", "", "Body larger than WEBHOOK_MAX_BODY_BYTES."),
+    ErrorCode("FORM_EXPIRED", 400,
+              "This form had expired, so nothing was changed.",
+              "Go back, reload the page and send it again.",
+              "CSRF token missing, expired or from another session (flask-wtf CSRFError)."),
     ErrorCode("RATE_LIMITED", 429,
               "You have started several checkouts in a short time.",
               "Wait a minute, then try again.",
@@ -164,6 +169,11 @@ def register_errorhandlers(app):
                     request.path, exc.detail)
         return render_error(exc.code, order_reference=exc.order_reference,
                             shopper_detail=exc.shopper_detail, retry_plan_slug=exc.retry_plan_slug)
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf_error(exc: CSRFError):
+        log.warning("refused FORM_EXPIRED path=%s reason=%s", request.path, exc.description)
+        return render_error("FORM_EXPIRED")
 
     @app.errorhandler(404)
     def handle_404(_exc):

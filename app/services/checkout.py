@@ -132,9 +132,11 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
         raise TiffinError("PAYMENT_USER_MISMATCH",
                           f"order {order.reference} belongs to user {order.user_id}, "
                           f"returned by user {user.id}")
-    result = gateway.verify_return(params, order=order)
     if order.status in SETTLED:
+        # Already paid (the webhook won, or a refresh): the shopper's own order, no
+        # need to ask the gateway again.
         return FulfilmentResult(order.id, created=False)
+    result = gateway.verify_return(params, order=order)
     if result.status == PAID:
         return _create_subscription_and_order(
             user, order.meal_plan, gateway.name, order.gateway_order_id, result.gateway_payment_id,

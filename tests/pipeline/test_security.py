@@ -96,6 +96,7 @@ def test_csrf_is_enforced_on_forms_when_enabled(app):
     forged = client.post("/register", data=data)
 
     assert forged.status_code == 400 and count(User) == 0
+    assert "FORM_EXPIRED" in forged.text and "nothing was changed" in forged.text
     token = form_token(client.get("/register").text, "csrf_token")
     assert token
     genuine = client.post("/register", data={**data, "csrf_token": token})

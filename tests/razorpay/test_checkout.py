@@ -203,8 +203,10 @@ def test_payment_refunded_before_the_callback_is_not_fulfilled(shop, razorpay_fa
     assert order_row(order_id).status == "pending" and user().meal_credits == 0
 
 
-def test_verify_form_carries_a_working_csrf_token(app, razorpay_fake):
-    """With CSRF on (as in production), the token on the Razorpay page is what verify accepts."""
+def test_verify_callback_is_proved_by_its_signature_not_a_form_token(app, razorpay_fake):
+    """With CSRF on (as in production), a shopper who paid after the page's form token
+    expired (or whose session was renewed) is still confirmed: the callback is proved
+    by Razorpay's signature; a forged one is refused whatever token it carries."""
     from tests.conftest import form_token, make_app
     from tests.razorpay.conftest import KEY_ID, KEY_SECRET, WEBHOOK_SECRET
 
@@ -227,10 +229,13 @@ def test_verify_form_carries_a_working_csrf_token(app, razorpay_fake):
               "razorpay_payment_id": payment["id"],
               "razorpay_signature": razorpay_fake.checkout_signature(order_id, payment["id"])}
 
-    without = client.post("/payments/razorpay/verify", data=fields)
-    assert without.status_code == 400 and order_row(order_id).status == "pending"
+    forged = client.post("/payments/razorpay/verify", data={
+        **fields, "razorpay_signature": "0" * 64,
+        "csrf_token": form_token(page.text, "csrf_token")})
+    assert forged.status_code == 400 and "PAYMENT_SIGNATURE_INVALID" in forged.text
+    assert order_row(order_id).status == "pending"
 
-    with_token = client.post("/payments/razorpay/verify",
-                             data={**fields, "csrf_token": form_token(page.text, "csrf_token")})
+    without_token = client.post("/payments/razorpay/verify", data=fields)
 
-    assert with_token.status_code == 303 and order_row(order_id).status == "paid"
+    assert without_token.status_code == 303 and order_row(order_id).status == "paid"
+    assert client.post("/logout").status_code == 400  # other forms still need their token
