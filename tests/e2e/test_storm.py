@@ -47,11 +47,13 @@ def test_storm_fulfils_each_payment_exactly_once(app, fakes, pg_only):
                                      "webhook:200": PER_GATEWAY * COPIES}, (gateway, summary["errors"])
         _assert_each_once(share["held"], PER_GATEWAY)
         assert share["ok"], (gateway, share["checks"])
-    # The shop really asked the fakes: Stripe's return retrieves the session and its
-    # subscription, each fresh event its subscription once; Razorpay's callback fetches
-    # the payment and the subscription, and subscription.charged carries what it needs.
-    assert summary["by_gateway"]["stripe"]["api_calls"] == 3 * PER_GATEWAY
-    assert summary["by_gateway"]["razorpay"]["api_calls"] == 2 * PER_GATEWAY
+    # The shop really asked the fakes, and no more than it should: each fresh Stripe
+    # event fetches its subscription once; a return that arrives before the payment is
+    # settled retrieves the session and its subscription (one that arrives after asks
+    # nothing); Razorpay's callback, when first, fetches the payment and subscription,
+    # and subscription.charged carries what it needs.
+    assert PER_GATEWAY <= summary["by_gateway"]["stripe"]["api_calls"] <= 3 * PER_GATEWAY
+    assert summary["by_gateway"]["razorpay"]["api_calls"] <= 2 * PER_GATEWAY
     assert summary["ok"], summary["checks"]
     monitor = run_monitor(database_url(), env)
     assert monitor["monitor"] == "healthy", monitor
