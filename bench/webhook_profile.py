@@ -103,7 +103,7 @@ STEPS = [
     ("DB commit (psycopg)", "psycopg/connection.py", "commit"),
     ("ORM flush", "sqlalchemy/orm/session.py", "flush"),
     ("session teardown (remove)", "sqlalchemy/orm/scoping.py", "remove"),
-    ("pool checkout + pre-ping", "sqlalchemy/pool/base.py", "_checkout"),
+    ("pool checkout (+ ping when idle)", "sqlalchemy/pool/base.py", "_checkout"),
 ]
 
 
