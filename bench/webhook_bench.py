@@ -1,14 +1,17 @@
 """Webhook ingest under gunicorn on PostgreSQL, beside a baseline in the same run.
 
-Tiffin: EVENTS fresh payment.succeeded events for real pending orders (each one
-verified, stored, and fully processed: order paid, subscription, credits, email
-queued), then the same EVENTS again three times over as duplicates (verified, found,
-answered).
+Tiffin: fresh payment.succeeded events for real pending orders (each one verified,
+stored, and fully processed: order paid, subscription, credits, email queued), then
+the same events again three times over as duplicates (verified, found, answered).
 Baseline (bench/baseline_app.py, same gunicorn settings, same database): the same
 bodies, fresh then duplicate; it only checks the HMAC and inserts one row.
 
+Both servers run side by side and the passes are interleaved in ROUNDS rounds of
+EVENTS fresh events each (the order alternates per round), so a shared host's drift
+falls on both alike; each round gives a ratio and the median round is reported.
+
     python bench/webhook_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/tiffin_e2e_bench \
-        --reset --events 1000 --clients 20 --workers 4
+        --reset --events 1000 --rounds 3 --clients 20 --workers 4
 
 Prints `SUMMARY {json}` with deliveries/second, p50/p99 (ms) and our figure as a
 fraction of the baseline (targets: fresh >= 0.4, duplicate >= 0.6). Exits 0 when
@@ -44,14 +47,46 @@ def _requests(payments, label: str) -> list[Request]:
             for p in payments]
 
 
-def _measure(server_url: str, warmup, payments, clients: int) -> dict:
-    """Warm up, then the fresh pass, then the duplicate pass: the same bodies again,
-    DUPLICATE_ROUNDS times (duplicates are quick; a longer pass measures them steadily)."""
-    run_load(server_url, _requests(warmup, "warmup"), clients)
-    fresh = summarise(*run_load(server_url, _requests(payments, "fresh"), clients))
-    duplicate = summarise(*run_load(
-        server_url, _requests(payments, "duplicate") * DUPLICATE_ROUNDS, clients))
-    return {"fresh": fresh, "duplicate": duplicate}
+def _pass(server_url: str, payments, kind: str, clients: int) -> dict:
+    """One pass: the bodies once (fresh), or DUPLICATE_ROUNDS times over (duplicates are
+    quick; a longer pass measures them steadily)."""
+    repeat = DUPLICATE_ROUNDS if kind == "duplicate" else 1
+    return summarise(*run_load(server_url, _requests(payments, kind) * repeat, clients))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _interleaved(servers: dict, warmup, rounds: list, clients: int) -> dict:
+    """Both servers up at once; each round sends its own fresh bodies to one, then the
+    other (the order alternates, so drift on a shared host falls on both alike), then
+    the same bodies again as duplicates. Returns the passes per server and kind."""
+    passes = {name: {"fresh": [], "duplicate": []} for name in servers}
+    for url in servers.values():
+        run_load(url, _requests(warmup, "warmup"), clients)
+    names = list(servers)
+    for number, payments in enumerate(rounds):
+        order = names if number % 2 == 0 else names[::-1]
+        for kind in ("fresh", "duplicate"):
+            for name in order:
+                passes[name][kind].append(_pass(servers[name], payments, kind, clients))
+    return passes
+
+
+def _combined(passes: list[dict]) -> dict:
+    """One figure per server and kind: the median round's rate and latencies, all statuses."""
+    statuses: dict[str, int] = {}
+    for one in passes:
+        for code, n in one["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    return {"rps": round(_median([p["rps"] for p in passes]), 1),
+            "p50_ms": round(_median([p["p50_ms"] for p in passes]), 2),
+            "p99_ms": round(_median([p["p99_ms"] for p in passes]), 2),
+            "rounds_rps": [p["rps"] for p in passes],
+            "requests": sum(p["requests"] for p in passes), "statuses": statuses}
 
 
 def _processed(app, payments) -> int:
@@ -70,7 +105,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get(
         "DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tiffin_e2e_bench"))
-    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=1000, help="fresh events per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--reset", action="store_true", help="drop and rebuild the schema first")
@@ -89,32 +125,41 @@ def main(argv=None) -> int:
                       "SECRET_KEY": secret, "TEST_GATEWAY_ENABLED": True,
                       "TEST_GATEWAY_WEBHOOK_SECRET": webhook_secret, "RATELIMIT_ENABLED": False})
     with app.app_context():
-        batch = prepare_payments(app, WARMUP_EVENTS + args.events, gateways=["test"],
+        batch = prepare_payments(app, WARMUP_EVENTS + args.rounds * args.events, gateways=["test"],
                                  plans=["lunch-monthly"], prefix=f"wh-{uuid.uuid4().hex[:8]}",
                                  rng=random.Random(args.seed))
     warmup, payments = batch[:WARMUP_EVENTS], batch[WARMUP_EVENTS:]
+    rounds = [payments[i * args.events:(i + 1) * args.events] for i in range(args.rounds)]
 
-    with Gunicorn(env, workers=args.workers) as server:
-        ours = _measure(server.url, warmup, payments, args.clients)
+    with Gunicorn(env, workers=args.workers) as ours, \
+            Gunicorn(env, app_spec="bench.baseline_app:app", workers=args.workers) as baseline:
+        passes = _interleaved({"tiffin": ours.url, "baseline": baseline.url}, warmup, rounds,
+                              args.clients)
     processed = _processed(app, payments)
-    with Gunicorn(env, app_spec="bench.baseline_app:app", workers=args.workers) as server:
-        baseline = _measure(server.url, warmup, payments, args.clients)
-
-    ratios = {k: round(ours[k]["rps"] / baseline[k]["rps"], 3) for k in TARGETS}
-    sent = {"fresh": args.events, "duplicate": args.events * DUPLICATE_ROUNDS}
+    ours = {kind: _combined(passes["tiffin"][kind]) for kind in TARGETS}
+    baseline = {kind: _combined(passes["baseline"][kind]) for kind in TARGETS}
+    # Each round's ratio compares passes run moments apart; the median round is reported.
+    round_ratios = {kind: [round(a["rps"] / b["rps"], 3) for a, b in
+                           zip(passes["tiffin"][kind], passes["baseline"][kind])]
+                    for kind in TARGETS}
+    ratios = {kind: round(_median(values), 3) for kind, values in round_ratios.items()}
+    sent = {"fresh": args.rounds * args.events,
+            "duplicate": args.rounds * args.events * DUPLICATE_ROUNDS}
     all_ok = all(m[k]["statuses"] == {"200": sent[k]}
-                 for m in (ours, baseline) for k in TARGETS) and processed == args.events
+                 for m in (ours, baseline) for k in TARGETS) and processed == len(payments)
     summary = {
-        "bench": "webhook", "events": args.events, "clients": args.clients,
+        "bench": "webhook", "events": args.events, "rounds": args.rounds, "clients": args.clients,
         "workers": args.workers, "fully_processed": processed, "ok": all_ok,
-        "tiffin": ours, "baseline": baseline, "ratio": ratios, "targets": TARGETS,
+        "tiffin": ours, "baseline": baseline, "ratio": ratios, "round_ratios": round_ratios,
+        "targets": TARGETS,
         "meets_targets": all(ratios[k] >= t for k, t in TARGETS.items()),
     }
     for kind in TARGETS:
         print(f"{kind:9} tiffin {ours[kind]['rps']:8.1f}/s p50 {ours[kind]['p50_ms']:7.2f} ms "
               f"p99 {ours[kind]['p99_ms']:7.2f} ms | baseline {baseline[kind]['rps']:8.1f}/s "
               f"p50 {baseline[kind]['p50_ms']:6.2f} ms p99 {baseline[kind]['p99_ms']:6.2f} ms | "
-              f"ratio {ratios[kind]:.3f} (target {TARGETS[kind]})", file=sys.stderr)
+              f"ratio {ratios[kind]:.3f} (rounds {round_ratios[kind]}; target {TARGETS[kind]})",
+              file=sys.stderr)
     print("SUMMARY " + json.dumps(summary, sort_keys=True))
     return 0 if all_ok else 1
 
