@@ -6,6 +6,9 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import AuditLogEntry
 from app.models.types import utcnow
+from app.services.sql import DriverStatement
+
+_INSERT = DriverStatement(sa.insert(AuditLogEntry.__table__))
 
 
 def entry(actor: str, action: str, entity_type: str, entity_id=None, *, user_id=None,
@@ -28,5 +31,4 @@ def record(actor: str, action: str, entity_type: str, entity_id=None, *, user_id
 def record_all(rows: list[dict]) -> None:
     """Write entries built with `entry()` now, in one statement (for Core callers
     whose rows already exist in the database)."""
-    if rows:
-        db.session.execute(sa.insert(AuditLogEntry.__table__), rows)
+    _INSERT.executemany(rows)

@@ -10,7 +10,17 @@ from sqlalchemy.orm.util import identity_key
 from app.extensions import db
 from app.models import BUCKET_ADDON, BUCKET_PLAN, CreditLedgerEntry, User
 from app.models.types import utcnow
-from app.services.sql import insert_unless_exists
+from app.services.sql import DriverStatement, insert_unless_exists
+
+
+_USERS = User.__table__
+_UPDATE_USER = DriverStatement(sa.update(_USERS).where(_USERS.c.id == sa.bindparam("p_user_id")))
+
+
+def set_user_columns(user_id: int, **values) -> None:
+    """One UPDATE of a user's row (balances, subscription status) in the caller's
+    transaction, on the driver: fulfilment runs it for every payment."""
+    _UPDATE_USER.execute({"p_user_id": user_id, **values})
 
 
 def already_applied(source_key: str) -> bool:
@@ -29,28 +39,25 @@ def _apply(user_id: int, column, bucket: str, new_balance, *, reason: str, sourc
     first (skipped if already there) and the balance set to the figure it records.
     `user_values` are other user columns to set in the same UPDATE.
     """
-    users = User.__table__
     entry = dict(user_id=user_id, subscription_id=subscription_id, order_id=order_id,
                  bucket=bucket, reason=reason, source_key=source_key, created_at=utcnow())
     ledger = CreditLedgerEntry.__table__
     if balance_before is not None:
         after = new_balance(balance_before)
-        written = db.session.execute(
-            insert_unless_exists(ledger, "source_key"),
+        written = insert_unless_exists(ledger, "source_key").execute(
             {**entry, "delta": after - balance_before, "balance_after": after}).scalar()
         if written is None:
             return False
-        db.session.execute(sa.update(users).where(users.c.id == user_id)
-                           .values({column.key: after, **user_values}))
+        set_user_columns(user_id, **{column.key: after, **user_values})
     else:
         if already_applied(source_key):
             return False
         before = db.session.execute(sa.select(column).where(User.id == user_id)).scalar_one()
         # One UPDATE … SET x = f(x): concurrent changes to the balance are never lost.
         after = db.session.execute(
-            sa.update(users).where(users.c.id == user_id)
-            .values({column.key: new_balance(users.c[column.key]), **user_values})
-            .returning(users.c[column.key])).scalar_one()
+            sa.update(_USERS).where(_USERS.c.id == user_id)
+            .values({column.key: new_balance(_USERS.c[column.key]), **user_values})
+            .returning(_USERS.c[column.key])).scalar_one()
         db.session.execute(sa.insert(ledger), {**entry, "delta": after - before,
                                                "balance_after": after})
     # Keep a loaded User in step without another SELECT (emails read the balance).

@@ -30,6 +30,7 @@ from app.models.types import utcnow
 from app.money import format_money
 from app.services import audit, credits, notifications
 from app.services.periods import add_interval
+from app.services.sql import DriverStatement
 
 log = logging.getLogger("tiffin.fulfilment")
 
@@ -50,18 +51,26 @@ _SETTLED_CHECK_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORD
 _SUBSCRIPTION_COLUMNS = (SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.order_id, SUBSCRIPTIONS.c.gateway,
                          SUBSCRIPTIONS.c.gateway_subscription_id, SUBSCRIPTIONS.c.status,
                          SUBSCRIPTIONS.c.current_period_end)
-# The hot path's queries are built once; executing a cached statement is cheaper
-# than constructing it again for every payment signal.
+# The hot path's statements are built once and run on the driver (DriverStatement):
+# each payment signal (a redirect and several webhook copies) runs them.
 _THIS_ORDER = ((ORDERS.c.gateway == sa.bindparam("gateway"))
                & (ORDERS.c.gateway_order_id == sa.bindparam("gateway_order_id")))
-_SEEN_ORDER = sa.select(*_SETTLED_CHECK_COLUMNS).where(_THIS_ORDER)
-_LOCK_ORDER = sa.select(*_ORDER_COLUMNS).where(_THIS_ORDER).with_for_update()
-_LOCK_USER = (sa.select(User.plan_meal_credits, User.addon_meal_credits)
-              .where(User.id == sa.bindparam("user_id")).with_for_update())
-_LOCK_LIVE_SUBSCRIPTION = (sa.select(*_SUBSCRIPTION_COLUMNS)
-                           .where(SUBSCRIPTIONS.c.user_id == sa.bindparam("user_id"),
-                                  SUBSCRIPTIONS.c.status.in_(LIVE_STATUSES))
-                           .with_for_update())
+_SEEN_ORDER = DriverStatement(sa.select(*_SETTLED_CHECK_COLUMNS).where(_THIS_ORDER))
+_LOCK_ORDER = DriverStatement(sa.select(*_ORDER_COLUMNS).where(_THIS_ORDER).with_for_update())
+_LOCK_USER = DriverStatement(sa.select(User.plan_meal_credits, User.addon_meal_credits)
+                             .where(User.id == sa.bindparam("user_id")).with_for_update())
+_LOCK_LIVE_SUBSCRIPTION = DriverStatement(
+    sa.select(*_SUBSCRIPTION_COLUMNS)
+    .where(SUBSCRIPTIONS.c.user_id == sa.bindparam("user_id"),
+           sa.or_(*(SUBSCRIPTIONS.c.status == status for status in LIVE_STATUSES)))
+    .with_for_update())
+# Parameter names of the WHERE clauses differ from column names: in an UPDATE, the
+# other parameters name the columns to set.
+_MARK_ORDER_PAID = DriverStatement(
+    sa.update(ORDERS).where(ORDERS.c.id == sa.bindparam("p_order_id")))
+_EXTEND_SUBSCRIPTION = DriverStatement(
+    sa.update(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.id == sa.bindparam("p_subscription_id")))
+_START_SUBSCRIPTION = DriverStatement(sa.insert(SUBSCRIPTIONS).returning(SUBSCRIPTIONS.c.id))
 _ORDER_PAYER = (sa.select(User, MealPlan).select_from(Order)
                 .join(User, User.id == Order.user_id)
                 .join(MealPlan, MealPlan.id == Order.meal_plan_id).where(_THIS_ORDER))
@@ -119,7 +128,7 @@ def lock_user(user_id: int):
     subscription. Taking the user first serialises all of one shopper's changes
     and rules out deadlocks between fulfilment and lifecycle updates.
     """
-    return db.session.execute(_LOCK_USER, {"user_id": user_id}).one()
+    return _LOCK_USER.execute({"user_id": user_id}).one()
 
 
 def subscription_for_order(order: Order) -> Subscription | None:
@@ -199,9 +208,10 @@ def _start_or_extend_subscription(current, order_id: int, user: User, plan: Meal
         base = max(current.current_period_end, now)
         end = period_end or add_interval(base, plan.billing_interval, plan.interval_count)
         # A paid renewal ends any past_due grace period.
-        db.session.execute(sa.update(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.id == current.id).values(
-            current_period_start=period_start or base, current_period_end=end,
-            meal_plan_id=plan.id, status=SUB_ACTIVE, grace_period_ends_at=None))
+        _EXTEND_SUBSCRIPTION.execute(dict(
+            p_subscription_id=current.id, current_period_start=period_start or base,
+            current_period_end=end, meal_plan_id=plan.id, status=SUB_ACTIVE,
+            grace_period_ends_at=None))
         audit_rows.append(audit.entry(gateway, "subscription_extended", "subscription", current.id,
                                       user_id=user.id, order_id=order_id,
                                       period_end=end.isoformat()))
@@ -209,11 +219,11 @@ def _start_or_extend_subscription(current, order_id: int, user: User, plan: Meal
                                meal_plan=plan)
     start = period_start or now
     end = period_end or add_interval(start, plan.billing_interval, plan.interval_count)
-    subscription_id = db.session.execute(sa.insert(SUBSCRIPTIONS).values(
+    subscription_id = _START_SUBSCRIPTION.execute(dict(
         user_id=user.id, meal_plan_id=plan.id, order_id=order_id, gateway=gateway,
         gateway_subscription_id=gateway_subscription_id, gateway_customer_id=gateway_customer_id,
         status=SUB_ACTIVE, current_period_start=start, current_period_end=end,
-    ).returning(SUBSCRIPTIONS.c.id)).scalar_one()
+    )).scalar_one()
     audit_rows.append(audit.entry(gateway, "subscription_created", "subscription",
                                   subscription_id, user_id=user.id, order_id=order_id,
                                   plan=plan.slug))
@@ -230,21 +240,21 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
     this_order = {"gateway": gateway, "gateway_order_id": gateway_order_id}
     user_id = user.id  # read before the commit expires `user`
     # Fast path: most repeats (webhook copies, page refreshes) end here with one SELECT.
-    seen = db.session.execute(_SEEN_ORDER, this_order).first()
+    seen = _SEEN_ORDER.execute(this_order).first()
     if seen is not None and seen.status in SETTLED:
         return _settled_result(seen, user)
 
     # Lock the user, then the order: every money change for one user is serialised,
     # and a concurrent caller waits here and then sees the winner's paid order.
     balances = lock_user(user.id)
-    order = db.session.execute(_LOCK_ORDER, this_order).first()
+    order = _LOCK_ORDER.execute(this_order).first()
     if order is not None and order.status in SETTLED:
         db.session.commit()  # release the locks: a concurrent caller won
         return _settled_result(order, user)
     if order is not None and order.status not in PAYABLE:
         raise RuntimeError(f"order {order.reference} in unexpected status {order.status}")
 
-    current = db.session.execute(_LOCK_LIVE_SUBSCRIPTION, {"user_id": user_id}).first()
+    current = _LOCK_LIVE_SUBSCRIPTION.execute({"user_id": user_id}).first()
     gateway_renewal = (order is None and current is not None and bool(gateway_subscription_id)
                        and current.gateway == gateway
                        and current.gateway_subscription_id == gateway_subscription_id)
@@ -277,7 +287,7 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
     else:
         order_id, reference = order.id, order.reference
         order_amount, order_currency = order.amount_minor, order.currency
-        db.session.execute(sa.update(ORDERS).where(ORDERS.c.id == order_id).values(paid))
+        _MARK_ORDER_PAID.execute({"p_order_id": order_id, **paid})
 
     audit_rows: list = []
     source_key = f"order:{order_id}"
@@ -291,8 +301,7 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
             subscription_id=subscription.id, order_id=order_id,
             balance_before=balances.plan_meal_credits, subscription_status=subscription.status)
         if not granted:  # a repair re-fulfilling an order whose grant is in the ledger already
-            db.session.execute(sa.update(User.__table__).where(User.id == user_id)
-                               .values(subscription_status=subscription.status))
+            credits.set_user_columns(user_id, subscription_status=subscription.status)
             set_committed_value(user, "subscription_status", subscription.status)
     else:
         credits.add_addon_credits(user_id, plan.meals_per_period, reason="addon_pack",

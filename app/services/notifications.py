@@ -59,7 +59,7 @@ def enqueue(user, kind: str, dedupe_key: str, **context) -> bool:
     subject = render_template(f"emails/{kind}.subject.txt", **context).strip()
     body = render_template(f"emails/{kind}.txt", **context)
     table = NotificationOutbox.__table__
-    added = db.session.execute(insert_unless_exists(table, "dedupe_key"), dict(
+    added = insert_unless_exists(table, "dedupe_key").execute(dict(
         user_id=user.id, kind=kind, to_email=user.email, subject=subject, body_text=body,
         dedupe_key=dedupe_key, status=OUTBOX_PENDING, attempts=0, next_attempt_at=None,
         last_error=None, sent_at=None, created_at=utcnow())).scalar() is not None

@@ -30,7 +30,7 @@ from app.models import WebhookDeliveryAttempt, WebhookEvent
 from app.models.types import utcnow
 from app.models.webhook import (EVENT_DEAD, EVENT_FAILED, EVENT_IGNORED, EVENT_PROCESSED,
                                 EVENT_RECEIVED)
-from app.services.sql import insert_unless_exists
+from app.services.sql import DriverStatement, insert_unless_exists
 from app.services.work_claims import claim_due
 
 log = logging.getLogger("tiffin.webhooks")
@@ -59,8 +59,8 @@ class StoredEvent:
 
 
 _EVENTS = WebhookEvent.__table__
-_FIND_STORED = sa.select(_EVENTS.c.id, _EVENTS.c.status).where(
-    _EVENTS.c.gateway == sa.bindparam("gateway"), _EVENTS.c.event_id == sa.bindparam("event_id"))
+_FIND_STORED = DriverStatement(sa.select(_EVENTS.c.id, _EVENTS.c.status).where(
+    _EVENTS.c.gateway == sa.bindparam("gateway"), _EVENTS.c.event_id == sa.bindparam("event_id")))
 
 
 def _autocommit():
@@ -85,14 +85,15 @@ def store_event(gateway: str, event: GatewayEvent, source_address: str | None
                   attempts=0, received_at=now, next_attempt_at=now + _stuck_after())
     with _autocommit() as conn:
         # Duplicates are the common case under gateway retries: one indexed read.
-        existing = conn.execute(_FIND_STORED, key).first()
+        existing = _FIND_STORED.execute(key, connection=conn).first()
         if existing is None:
-            new_id = conn.execute(insert_unless_exists(table, "gateway", "event_id"),
-                                  values).scalar()
+            new_id = insert_unless_exists(table, "gateway", "event_id").execute(
+                values, connection=conn).scalar()
             if new_id is not None:
                 # The handler gets the stored event as we hold it: no second read.
                 return WebhookEvent(id=new_id, **values), True
-            existing = conn.execute(_FIND_STORED, key).one()  # the same delivery arrived twice at once
+            # The same delivery arrived twice at once: the other request stored it.
+            existing = _FIND_STORED.execute(key, connection=conn).one()
     return StoredEvent(existing.id, existing.status), False
 
 
@@ -162,13 +163,13 @@ _FINISH = (sa.update(_EVENTS).where(_EVENTS.c.id == sa.bindparam("p_event"))
                    next_attempt_at=None, last_error=None))
 # PostgreSQL: the status update and the attempt row in one statement.
 _finished = _FINISH.returning(_EVENTS.c.id).cte("finished")
-_FINISH_AND_RECORD = sa.insert(_ATTEMPTS).from_select(
+_FINISH_AND_RECORD = DriverStatement(sa.insert(_ATTEMPTS).from_select(
     ["webhook_event_id", "started_at", "outcome", "duration_ms", "source_address", "trigger"],
     sa.select(_finished.c.id, sa.bindparam("p_now", type_=_ATTEMPTS.c.started_at.type),
               sa.bindparam("p_outcome", type_=_ATTEMPTS.c.outcome.type),
               sa.bindparam("p_duration_ms", type_=_ATTEMPTS.c.duration_ms.type),
               sa.bindparam("p_source", type_=_ATTEMPTS.c.source_address.type),
-              sa.bindparam("p_trigger", type_=_ATTEMPTS.c.trigger.type)))
+              sa.bindparam("p_trigger", type_=_ATTEMPTS.c.trigger.type))))
 
 
 def _record_success(event_pk: int, outcome: str, now, duration_ms: int,
@@ -184,7 +185,7 @@ def _record_success(event_pk: int, outcome: str, now, duration_ms: int,
                   p_source=source_address, p_trigger=trigger)
     with _autocommit() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(_FINISH_AND_RECORD, params)
+            _FINISH_AND_RECORD.execute(params, connection=conn)
         else:
             conn.execute(_FINISH, params)
             conn.execute(sa.insert(_ATTEMPTS), dict(
