@@ -122,3 +122,10 @@ def test_a_connection_that_died_fails_once_and_is_replaced(app, pg_only):
 def test_sqlite_runs_the_statement_through_sqlalchemy(app):
     result = _FIND_USER.execute({"email": "none@example.com"})
     assert isinstance(result, sa.CursorResult) != is_postgres()
+
+
+def test_pending_orm_changes_are_flushed_first(app):
+    """As session.execute would: a statement sees the session's pending rows."""
+    db.session.add(User(email="pending@example.com", name="P", password_hash="x"))
+    row = _FIND_USER.execute({"email": "pending@example.com"}).first()
+    assert row is not None and row.email == "pending@example.com"

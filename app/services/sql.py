@@ -53,7 +53,7 @@ class DriverStatement:
         """Run once, on `connection` or else in the session's transaction; returns
         something with first(), one(), scalar() and scalar_one()."""
         params = params or {}
-        connection = connection if connection is not None else db.session.connection()
+        connection = connection if connection is not None else _session_connection()
         if connection.dialect.name != "postgresql":
             return connection.execute(self.statement, params)
         sql, prepare = self._compile(connection.dialect, params)
@@ -63,7 +63,7 @@ class DriverStatement:
         """Run once per row (same parameter names in every row), results discarded."""
         if not rows:
             return
-        connection = connection if connection is not None else db.session.connection()
+        connection = connection if connection is not None else _session_connection()
         if connection.dialect.name != "postgresql":
             connection.execute(self.statement, rows)
             return
@@ -76,6 +76,14 @@ class DriverStatement:
         if found is None:
             found = self._compiled[names] = _compile(self.statement, dialect, names)
         return found
+
+
+def _session_connection() -> sa.Connection:
+    """The session's connection, with pending ORM changes flushed first, as
+    `session.execute` would: a statement must see (and lock after) them."""
+    if db.session.autoflush:
+        db.session.flush()
+    return db.session.connection()
 
 
 def _compile(statement, dialect, names: frozenset):
