@@ -11,6 +11,7 @@ import logging
 import re
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 
 from app.config import ConfigError
 
@@ -45,9 +46,21 @@ HEADERS = {
 HSTS = "max-age=31536000; includeSubDomains"
 
 
+class ShopperSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, except on gateway callbacks to /webhooks/: a gateway
+    carries no shopper's cookie, so those requests neither read nor set one (and each
+    delivery skips building the cookie signer)."""
+
+    def open_session(self, app, request):
+        if request.path.startswith("/webhooks/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def register_security(app: Flask) -> None:
     """Refuse unsafe production settings, add security headers, redact secrets in logs."""
     check_security_config(app.config)
+    app.session_interface = ShopperSessionInterface()
 
     @app.after_request
     def _security_headers(response):

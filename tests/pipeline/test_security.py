@@ -127,6 +127,26 @@ def test_next_redirect_within_the_site_is_kept(client, auth):
     assert reply.location == "/plans/lunch-monthly"
 
 
+def test_webhooks_open_no_session_and_leave_the_shoppers_alone(app, client, auth):
+    from flask import session
+    from flask.sessions import NullSession
+
+    auth.register()  # the client now holds a signed-in shopper's session cookie
+    cookie = client.get_cookie("session").value
+    with app.test_request_context("/webhooks/test", method="POST",
+                                  headers={"Cookie": f"session={cookie}"}):
+        app.preprocess_request()
+        assert isinstance(session._get_current_object(), NullSession)
+    with app.test_request_context("/account/", headers={"Cookie": f"session={cookie}"}):
+        assert session.get("_user_id")  # every other path reads the cookie as before
+
+    reply = post_webhook(client, event_body("test.ping"))
+    assert reply.status_code == 200 and "Set-Cookie" not in reply.headers
+    assert count(WebhookEvent) == 1
+    page = client.get("/account/")
+    assert page.status_code == 200 and b"Asha" in page.data
+
+
 def test_security_headers_allow_the_gateways_checkout(client):
     page = client.get("/")
 
