@@ -62,12 +62,18 @@ def register_security(app: Flask) -> None:
     check_security_config(app.config)
     app.session_interface = ShopperSessionInterface()
 
+    defaults = list(HEADERS.items())
+    if app.config["TIFFIN_ENV"] == "production":
+        defaults.append(("Strict-Transport-Security", HSTS))
+
     @app.after_request
     def _security_headers(response):
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        if app.config["TIFFIN_ENV"] == "production":
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        # One pass over the response's headers: a view's own value wins (as setdefault),
+        # without a scan per default header on every response, webhooks included.
+        present = {name.lower() for name in response.headers.keys()}
+        for name, value in defaults:
+            if name.lower() not in present:
+                response.headers.add(name, value)
         return response
 
     install_log_redaction()

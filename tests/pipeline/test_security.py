@@ -165,6 +165,20 @@ def test_security_headers_allow_the_gateways_checkout(client):
     assert "Content-Security-Policy" in client.get("/no-such-page").headers
 
 
+def test_a_views_own_security_header_wins(app, client):
+    from flask import make_response
+
+    def framed():
+        response = make_response("ok")
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        return response
+
+    app.add_url_rule("/framed-for-test", view_func=framed)
+    page = client.get("/framed-for-test")
+    assert page.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"  # the other defaults still added
+
+
 def _production(**overrides) -> dict:
     cfg = {"TIFFIN_ENV": "production", "SECRET_KEY": "p" * 40, "TEST_GATEWAY_ENABLED": False,
            "TEST_GATEWAY_WEBHOOK_SECRET": "", "STRIPE_SECRET_KEY": "sk_test_pipeline",
