@@ -43,6 +43,10 @@ class DriverStatement:
     Rows come back as psycopg returns them (aware timestamps, JSONB as dicts), with
     attribute access; no result processors run. Other databases (SQLite, for
     development) run the statement through SQLAlchemy as usual.
+
+    It leans on three SQLAlchemy internals (`SQLCompiler._bind_processors`,
+    `Connection._handle_dbapi_exception`, `_has_events`); tests/test_driver_statements.py
+    proves each behaviour, so an upgrade that changes them fails there first.
     """
 
     def __init__(self, statement):
