@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from flask import g, jsonify, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 
+from app.webhooks import PATH_PREFIX
+
 log = logging.getLogger("tiffin.errors")
 
 
@@ -141,7 +143,7 @@ def render_error(code: str, *, order_reference=None, shopper_detail=None, status
     """Render the error page (or JSON for webhook routes) for a catalogue code."""
     entry = CATALOGUE[code]
     ref = support_reference()
-    if request.path.startswith("/webhooks/"):
+    if request.path.startswith(PATH_PREFIX):
         return jsonify(error=code, support_reference=ref), status or entry.http_status
     return render_template("errors/error.html", error=entry, support_ref=ref,
                            order_reference=order_reference, shopper_detail=shopper_detail,

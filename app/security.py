@@ -14,6 +14,7 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from app.config import ConfigError
+from app.webhooks import PATH_PREFIX
 
 CSP = {
     "default-src": ["'self'"],
@@ -52,7 +53,7 @@ class ShopperSessionInterface(SecureCookieSessionInterface):
     delivery skips building the cookie signer)."""
 
     def open_session(self, app, request):
-        if request.path.startswith("/webhooks/"):
+        if request.path.startswith(PATH_PREFIX):
             return self.make_null_session(app)
         return super().open_session(app, request)
 

@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import uuid
+from statistics import median
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -54,12 +55,6 @@ def _pass(server_url: str, payments, kind: str, clients: int) -> dict:
     return summarise(*run_load(server_url, _requests(payments, kind) * repeat, clients))
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def _interleaved(servers: dict, warmup, rounds: list, clients: int) -> dict:
     """Both servers up at once; each round sends its own fresh bodies to one, then the
     other (the order alternates, so drift on a shared host falls on both alike), then
@@ -82,9 +77,9 @@ def _combined(passes: list[dict]) -> dict:
     for one in passes:
         for code, n in one["statuses"].items():
             statuses[code] = statuses.get(code, 0) + n
-    return {"rps": round(_median([p["rps"] for p in passes]), 1),
-            "p50_ms": round(_median([p["p50_ms"] for p in passes]), 2),
-            "p99_ms": round(_median([p["p99_ms"] for p in passes]), 2),
+    return {"rps": round(median([p["rps"] for p in passes]), 1),
+            "p50_ms": round(median([p["p50_ms"] for p in passes]), 2),
+            "p99_ms": round(median([p["p99_ms"] for p in passes]), 2),
             "rounds_rps": [p["rps"] for p in passes],
             "requests": sum(p["requests"] for p in passes), "statuses": statuses}
 
@@ -142,7 +137,7 @@ def main(argv=None) -> int:
     round_ratios = {kind: [round(a["rps"] / b["rps"], 3) for a, b in
                            zip(passes["tiffin"][kind], passes["baseline"][kind])]
                     for kind in TARGETS}
-    ratios = {kind: round(_median(values), 3) for kind, values in round_ratios.items()}
+    ratios = {kind: round(median(values), 3) for kind, values in round_ratios.items()}
     sent = {"fresh": args.rounds * args.events,
             "duplicate": args.rounds * args.events * DUPLICATE_ROUNDS}
     all_ok = all(m[k]["statuses"] == {"200": sent[k]}

@@ -6,6 +6,8 @@ from functools import lru_cache
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from psycopg.rows import namedtuple_row
+
 from app.extensions import db
 
 
@@ -119,11 +121,8 @@ def _compile(statement, dialect, names: frozenset):
 
 
 def _run(connection: sa.Connection, sql: str, params, *, many: bool):
-    from psycopg.rows import namedtuple_row
-
-    fairy = connection.connection
     events = connection._has_events or connection.engine._has_events
-    cursor = fairy.driver_connection.cursor(row_factory=namedtuple_row)
+    cursor = connection.connection.driver_connection.cursor(row_factory=namedtuple_row)
     try:
         if events:
             connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, many)

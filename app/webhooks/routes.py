@@ -13,9 +13,10 @@ from app.errors import TiffinError, render_error
 from app.extensions import csrf, db
 from app.gateways import get_gateway
 from app.services.webhook_inbox import process_event, store_event
+from app.webhooks import PATH_PREFIX
 from app.webhooks.source import check_source, client_address
 
-bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+bp = Blueprint("webhooks", __name__, url_prefix=PATH_PREFIX.rstrip("/"))
 log = logging.getLogger("tiffin.webhooks")
 
 
