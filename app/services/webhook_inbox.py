@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -50,19 +49,6 @@ def _lease() -> timedelta:
     return max(_stuck_after(), timedelta(seconds=MIN_CLAIM_LEASE_SECONDS))
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """What the route needs to know of an event that was already stored."""
-
-    id: int
-    status: str
-
-
-_EVENTS = WebhookEvent.__table__
-_FIND_STORED = DriverStatement(sa.select(_EVENTS.c.id, _EVENTS.c.status).where(
-    _EVENTS.c.gateway == sa.bindparam("gateway"), _EVENTS.c.event_id == sa.bindparam("event_id")))
-
-
 def _autocommit():
     """A connection on which each statement commits by itself: storing an event is
     one durable INSERT, with no BEGIN/COMMIT round trips around it."""
@@ -70,31 +56,28 @@ def _autocommit():
 
 
 def store_event(gateway: str, event: GatewayEvent, source_address: str | None
-                ) -> tuple[WebhookEvent | StoredEvent, bool]:
-    """Commit the event; return (row, is_new). A known event id is not stored twice
-    (a duplicate comes back as a StoredEvent with its id and status).
+                ) -> WebhookEvent | None:
+    """Commit the event and return it, or None when this gateway event id is already
+    stored (a redelivery, or the same delivery racing itself).
+
+    One INSERT … ON CONFLICT DO NOTHING answers both: the unique key
+    (gateway, event_id) is its conflict arbiter, so a duplicate is found through that
+    index whatever the table's statistics say, and costs no write. (A separate lookup
+    was planned onto ix_webhook_events_gateway_received on a new, empty table, and a
+    prepared statement kept that plan as the table grew.)
 
     Raises SQLAlchemyError when the database cannot store it (the route answers 5xx).
     """
-    table = WebhookEvent.__table__
-    key = {"gateway": gateway, "event_id": event.event_id}
     now = utcnow()
     values = dict(gateway=gateway, event_id=event.event_id, event_type=event.event_type,
                   gateway_created_at=event.created_at, livemode=event.livemode,
                   payload=event.payload, source_address=source_address, status=EVENT_RECEIVED,
                   attempts=0, received_at=now, next_attempt_at=now + _stuck_after())
     with _autocommit() as conn:
-        # Duplicates are the common case under gateway retries: one indexed read.
-        existing = _FIND_STORED.execute(key, connection=conn).first()
-        if existing is None:
-            new_id = insert_unless_exists(table, "gateway", "event_id").execute(
-                values, connection=conn).scalar()
-            if new_id is not None:
-                # The handler gets the stored event as we hold it: no second read.
-                return WebhookEvent(id=new_id, **values), True
-            # The same delivery arrived twice at once: the other request stored it.
-            existing = _FIND_STORED.execute(key, connection=conn).one()
-    return StoredEvent(existing.id, existing.status), False
+        new_id = insert_unless_exists(WebhookEvent.__table__, "gateway", "event_id").execute(
+            values, connection=conn).scalar()
+    # The handler gets the stored event as we hold it: no second read.
+    return WebhookEvent(id=new_id, **values) if new_id is not None else None
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -154,6 +137,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     return event.status
 
 
+_EVENTS = WebhookEvent.__table__
 _ATTEMPTS = WebhookDeliveryAttempt.__table__
 # Parameter names differ from column names: in an INSERT, a parameter named after a
 # column would be taken as that column's value.

@@ -33,18 +33,19 @@ def receive(gateway):
     request.max_content_length = limit  # also caps a chunked body with no Content-Length (413)
     event = get_gateway(gateway).parse_webhook(request.get_data(), request.headers)
     try:
-        stored, is_new = store_event(gateway, event, source)
+        stored = store_event(gateway, event, source)
     except SQLAlchemyError:
         db.session.rollback()
         log.exception("could not store %s event %s; answering 503 so it is redelivered",
                       gateway, event.event_id)
         return render_error("WEBHOOK_STORE_FAILED")
-    status = stored.status
-    if is_new:
-        try:
-            status = process_event(stored, source_address=source)
-        except Exception:  # stored already: the retry command finishes it when its lease ends
-            db.session.rollback()
-            log.exception("processing %s event %s failed after it was stored", gateway,
-                          event.event_id)
-    return jsonify(received=True, duplicate=not is_new, status=status), 200
+    if stored is None:  # stored before: acknowledged, not processed again
+        return jsonify(received=True, duplicate=True, status="duplicate"), 200
+    try:
+        status = process_event(stored, source_address=source)
+    except Exception:  # stored already: the retry command finishes it when its lease ends
+        db.session.rollback()
+        log.exception("processing %s event %s failed after it was stored", gateway,
+                      event.event_id)
+        status = stored.status
+    return jsonify(received=True, duplicate=False, status=status), 200
