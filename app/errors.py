@@ -69,6 +69,11 @@ _CODES = [
               "You already have an active meal plan.",
               "Manage or change your plan from your account page.",
               "User holds a live (active/trialing/past_due) subscription."),
+    ErrorCode("PLAN_CHANGE_OUTDATED", 409,
+              "Your plan had already changed when this payment arrived, so it was not applied.",
+              "Our team has been alerted and will refund this payment; your plan stays as it is.",
+              "A paid plan-change difference no longer fits the live subscription (ended, or "
+              "moved to another plan first); order set to needs_review: refund it."),
     ErrorCode("SUBSCRIPTION_CHANGE_UNSUPPORTED", 409,
               "This change cannot be made to a plan paid through this payment provider.",
               "Your plan stays as it is. Contact support, or start a new plan when this one ends.",

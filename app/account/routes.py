@@ -9,7 +9,7 @@ from app.checkout.forms import ActionForm
 from app.errors import TiffinError
 from app.extensions import db
 from app.models import MealPlan, Order
-from app.services import accounts, live_updates, subscriptions
+from app.services import accounts, live_updates, plan_changes, subscriptions
 from app.services.access import has_access
 from app.services.checkout import order_for_user
 
@@ -50,11 +50,15 @@ def order(reference):
     return render_template("account/order.html", order=order_for_user(current_user, reference))
 
 
-def _action(fn, message):
+def _action(fn, message=None):
+    """Run an account action; back to the account page with `message` (or the
+    outcome's own), or on to the payment page the outcome names."""
     if not ActionForm().validate_on_submit():
         raise TiffinError("PAYMENT_SIGNATURE_INVALID", "account action without a valid CSRF token")
-    fn()
-    flash(message, "success")
+    outcome = fn()
+    if getattr(outcome, "redirect_url", None):
+        return redirect(outcome.redirect_url, code=303)
+    flash(message or outcome.message, "success")
     return redirect(url_for("account.index"), code=303)
 
 
@@ -73,12 +77,20 @@ def resume_subscription():
     return _action(lambda: subscriptions.resume(current_user), "Your plan will continue.")
 
 
+@bp.get("/subscription/change")
+@login_required
+def change_plan_preview():
+    """What changing to ?plan= costs, when it applies, and what happens to meal credits."""
+    change = plan_changes.preview_plan_change(current_user, request.args.get("plan", ""))
+    return render_template("account/change_plan.html", change=change, form=ActionForm())
+
+
 @bp.post("/subscription/change")
 @login_required
 def change_plan():
-    """Switch to another plan; credits follow the new plan."""
-    return _action(lambda: subscriptions.change_plan(current_user, request.form.get("plan", "")),
-                   "Your plan has been changed.")
+    """Switch to another plan as previewed; credits follow the new plan."""
+    return _action(lambda: plan_changes.change_plan(current_user, request.form.get("plan", ""),
+                                                    request.form.get("proration_date")))
 
 
 @bp.route("/delete", methods=["GET", "POST"])

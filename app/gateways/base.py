@@ -51,6 +51,28 @@ class PaymentResult:
     raw: dict = field(default_factory=dict)
 
 
+# PlanChangeQuote.timing values
+CHANGE_NOW = "now"                      # applied at once (Stripe bills any difference later)
+CHANGE_AFTER_PAYMENT = "after_payment"  # the difference is paid first, then the plan changes
+CHANGE_AT_CYCLE_END = "cycle_end"       # the gateway switches plans when the period ends
+
+
+@dataclass
+class PlanChangeQuote:
+    """What a plan change costs and when it takes effect, as the gateway bills it."""
+
+    timing: str
+    currency: str
+    charge_now_minor: int = 0        # paid before the change applies (CHANGE_AFTER_PAYMENT)
+    # Stripe: the prorations added to the next invoice (negative: a credit) and that
+    # invoice's total; Razorpay: the new plan's price, charged at `effective_at`.
+    next_invoice_minor: int | None = None
+    next_invoice_total_minor: int | None = None
+    next_invoice_at: datetime | None = None
+    effective_at: datetime | None = None  # None: as soon as it is confirmed (or paid)
+    proration_date: int | None = None     # Stripe: the instant the preview prorated at
+
+
 @dataclass
 class GatewayEvent:
     """A webhook whose signature checked out, ready to be stored."""
@@ -107,7 +129,24 @@ class PaymentGateway(ABC):
     def resume_subscription(self, subscription) -> None:
         return None
 
-    def change_subscription_plan(self, subscription, new_plan) -> None:
+    def quote_plan_change(self, subscription, new_plan, *, proration_date: int | None = None
+                          ) -> PlanChangeQuote:
+        """What moving `subscription` to `new_plan` costs and when it applies.
+
+        Gateways that bill on their side override this. Here the shop bills:
+        a dearer plan costs the full difference between the two prices, paid
+        before its credits apply (prorating would make a late-period upgrade
+        nearly free while the new plan's meals arrive in full); a cheaper one
+        applies at once and refunds nothing.
+        """
+        difference = new_plan.price_minor - subscription.meal_plan.price_minor
+        if difference > 0:
+            return PlanChangeQuote(timing=CHANGE_AFTER_PAYMENT, currency=new_plan.currency,
+                                   charge_now_minor=difference)
+        return PlanChangeQuote(timing=CHANGE_NOW, currency=new_plan.currency)
+
+    def change_subscription_plan(self, subscription, new_plan, *,
+                                 proration_date: int | None = None) -> None:
         return None
 
     def cancel_subscription_now(self, subscription) -> None:

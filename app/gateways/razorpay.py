@@ -26,8 +26,9 @@ import requests
 from razorpay.errors import BadRequestError, GatewayError, ServerError, SignatureVerificationError
 
 from app.errors import TiffinError
-from app.gateways.base import (DECLINED, NOT_COMPLETED, PAID, PENDING, CheckoutStart, GatewayEvent,
-                               PaymentGateway, PaymentResult)
+from app.gateways.base import (CHANGE_AT_CYCLE_END, DECLINED, NOT_COMPLETED, PAID, PENDING,
+                               CheckoutStart, GatewayEvent, PaymentGateway, PaymentResult,
+                               PlanChangeQuote)
 
 log = logging.getLogger("tiffin.gateways.razorpay")
 
@@ -352,8 +353,26 @@ class RazorpayGateway(PaymentGateway):
                           f"razorpay subscription {subscription.gateway_subscription_id}: "
                           "a cycle-end cancellation cannot be withdrawn")
 
-    def change_subscription_plan(self, subscription, new_plan) -> None:
-        if not new_plan.razorpay_plan_id:
-            raise TiffinError("GATEWAY_NOT_CONFIGURED", f"plan {new_plan.slug} has no razorpay_plan_id")
+    def quote_plan_change(self, subscription, new_plan, *, proration_date: int | None = None
+                          ) -> PlanChangeQuote:
+        """Razorpay switches plans at the end of the current cycle and prorates
+        nothing: the new plan's price is charged when its first cycle starts."""
+        self._razorpay_plan_id(new_plan)
+        return PlanChangeQuote(timing=CHANGE_AT_CYCLE_END, currency=new_plan.currency,
+                               next_invoice_minor=new_plan.price_minor,
+                               next_invoice_at=subscription.current_period_end,
+                               effective_at=subscription.current_period_end)
+
+    def change_subscription_plan(self, subscription, new_plan, *,
+                                 proration_date: int | None = None) -> None:
+        """Schedule the plan change for the end of the current cycle
+        (`schedule_change_at=cycle_end`)."""
         self._remote(self.client().subscription.edit, subscription.gateway_subscription_id,
-                     {"plan_id": new_plan.razorpay_plan_id, "schedule_change_at": "now"})
+                     {"plan_id": self._razorpay_plan_id(new_plan),
+                      "schedule_change_at": "cycle_end"})
+
+    @staticmethod
+    def _razorpay_plan_id(plan) -> str:
+        if not plan.razorpay_plan_id:
+            raise TiffinError("GATEWAY_NOT_CONFIGURED", f"plan {plan.slug} has no razorpay_plan_id")
+        return plan.razorpay_plan_id

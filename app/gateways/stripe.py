@@ -22,8 +22,8 @@ from typing import Mapping
 import stripe
 
 from app.errors import TiffinError
-from app.gateways.base import (NOT_COMPLETED, PAID, PENDING, CheckoutStart, GatewayEvent,
-                               PaymentGateway, PaymentResult)
+from app.gateways.base import (CHANGE_NOW, NOT_COMPLETED, PAID, PENDING, CheckoutStart,
+                               GatewayEvent, PaymentGateway, PaymentResult, PlanChangeQuote)
 
 log = logging.getLogger("tiffin.gateways.stripe")
 
@@ -113,6 +113,12 @@ def invoice_period(invoice: Mapping) -> tuple[datetime | None, datetime | None]:
         if period.get("end"):
             return ts(period.get("start")), ts(period.get("end"))
     return None, None
+
+
+def _is_proration(line: Mapping) -> bool:
+    """A preview invoice line Stripe created to prorate a change (basil shape)."""
+    details = (line.get("parent") or {}).get("subscription_item_details") or {}
+    return bool(details.get("proration"))
 
 
 def remote_subscription_from(data: Mapping) -> RemoteSubscription:
@@ -383,8 +389,8 @@ class StripeGateway(PaymentGateway):
     def resume_subscription(self, subscription) -> None:
         self._update(subscription, {"cancel_at_period_end": False}, "resume")
 
-    def change_subscription_plan(self, subscription, new_plan) -> None:
-        """Swap the subscription's price; Stripe prorates the difference."""
+    def _price_and_remote(self, subscription, new_plan) -> tuple[str, dict]:
+        """The new plan's Stripe price and the subscription as Stripe holds it now."""
         price_id = self.price_id_for(new_plan)
         if not price_id:
             raise TiffinError("PLAN_NOT_FOUND", f"plan {new_plan.slug} has no Stripe price; "
@@ -394,10 +400,53 @@ class StripeGateway(PaymentGateway):
         except stripe.StripeError as exc:
             raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe subscription "
                               f"{subscription.gateway_subscription_id}: {exc}") from exc
-        item_id = remote["items"]["data"][0]["id"]
-        self._update(subscription, {"items": [{"id": item_id, "price": price_id}],
-                                    "proration_behavior": "create_prorations",
-                                    "metadata": {"plan_id": str(new_plan.id)}}, "change plan")
+        return price_id, _as_dict(remote)
+
+    def quote_plan_change(self, subscription, new_plan, *, proration_date: int | None = None
+                          ) -> PlanChangeQuote:
+        """Stripe's own proration preview (`POST /v1/invoices/create_preview`) of
+        swapping the price at `proration_date` (default: now).
+
+        The prorations are the preview's lines whose
+        `parent.subscription_item_details.proration` is true; Stripe bills them on
+        the next invoice, at the period end. Pass the same `proration_date` to
+        `change_subscription_plan` so the charge matches this preview.
+        Raises TiffinError(PLAN_NOT_FOUND | GATEWAY_UNAVAILABLE).
+        """
+        price_id, remote = self._price_and_remote(subscription, new_plan)
+        item = remote["items"]["data"][0]
+        proration_date = proration_date or int(datetime.now(timezone.utc).timestamp())
+        try:
+            invoice = _as_dict(self.client.v1.invoices.create_preview({
+                "subscription": subscription.gateway_subscription_id,
+                "subscription_details": {"items": [{"id": item["id"], "price": price_id}],
+                                         "proration_behavior": "create_prorations",
+                                         "proration_date": proration_date}}))
+        except stripe.StripeError as exc:
+            raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe proration preview "
+                              f"{subscription.gateway_subscription_id}: {exc}") from exc
+        lines = (invoice.get("lines") or {}).get("data") or []
+        prorations = sum(int(line.get("amount") or 0) for line in lines if _is_proration(line))
+        period_end = item.get("current_period_end") or remote.get("current_period_end")
+        total = invoice.get("amount_due")
+        return PlanChangeQuote(
+            timing=CHANGE_NOW, currency=(invoice.get("currency") or new_plan.currency).upper(),
+            next_invoice_minor=prorations,
+            next_invoice_total_minor=int(total) if total is not None else None,
+            next_invoice_at=ts(invoice.get("next_payment_attempt")) or ts(period_end),
+            proration_date=proration_date)
+
+    def change_subscription_plan(self, subscription, new_plan, *,
+                                 proration_date: int | None = None) -> None:
+        """Swap the subscription's price; Stripe prorates the difference onto the
+        next invoice, at `proration_date` when given (the preview's instant)."""
+        price_id, remote = self._price_and_remote(subscription, new_plan)
+        params = {"items": [{"id": remote["items"]["data"][0]["id"], "price": price_id}],
+                  "proration_behavior": "create_prorations",
+                  "metadata": {"plan_id": str(new_plan.id)}}
+        if proration_date:
+            params["proration_date"] = proration_date
+        self._update(subscription, params, "change plan")
 
     def cancel_subscription_now(self, subscription) -> None:
         try:

@@ -21,6 +21,7 @@ ORDER_STATUSES = (ORDER_PENDING, ORDER_PAID, ORDER_FAILED, ORDER_CANCELED, ORDER
 ORDER_KIND_NEW = "subscription"  # first payment of a plan
 ORDER_KIND_RENEWAL = "renewal"   # a later period of the same subscription
 ORDER_KIND_ADDON = "addon"       # a one-time meal pack
+ORDER_KIND_PLAN_CHANGE = "plan_change"  # the difference paid to move a live plan to a dearer one
 
 
 _METADATA_MISMATCH = ("gateway_metadata_user_id IS NOT NULL "

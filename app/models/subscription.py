@@ -24,6 +24,9 @@ class Subscription(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
     meal_plan_id: Mapped[int] = mapped_column(sa.ForeignKey("meal_plans.id"))
+    # A plan change the gateway applies when the current period ends (Razorpay);
+    # the renewal that starts the next period switches to it.
+    scheduled_meal_plan_id: Mapped[int | None] = mapped_column(sa.ForeignKey("meal_plans.id"))
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), unique=True)
     gateway: Mapped[str] = mapped_column(sa.String(20))
     gateway_subscription_id: Mapped[str | None] = mapped_column(sa.String(255))
@@ -42,7 +45,8 @@ class Subscription(db.Model):
     updated_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     user = relationship("User", back_populates="subscriptions")
-    meal_plan = relationship("MealPlan")
+    meal_plan = relationship("MealPlan", foreign_keys=[meal_plan_id])
+    scheduled_meal_plan = relationship("MealPlan", foreign_keys=[scheduled_meal_plan_id])
     order = relationship("Order", back_populates="subscription")
 
     __table_args__ = (

@@ -64,7 +64,12 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
     except sa.exc.IntegrityError:
         db.session.rollback()  # the same token raced in from a double-click
         return _await_first_submit(user, checkout_token)
+    return order, open_gateway_checkout(order, plan, user, gateway)
 
+
+def open_gateway_checkout(order: Order, plan: MealPlan, user: User, gateway) -> CheckoutStart:
+    """Open the gateway's checkout for a committed pending order and keep where it
+    leads; a gateway that refuses marks the order failed (and re-raises its error)."""
     try:
         started = gateway.start_checkout(order=order, plan=plan, user=user)
     except TiffinError as exc:
@@ -81,7 +86,7 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
         order.gateway_data = {**(order.gateway_data or {}), "checkout": {
             "template": started.template, "context": started.context}}
     db.session.commit()
-    return order, started
+    return started
 
 
 def _await_first_submit(user: User, checkout_token: str, *, tries: int = 20,

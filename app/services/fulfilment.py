@@ -22,8 +22,9 @@ from app.errors import TiffinError
 from app.extensions import db
 from app.models import MealPlan, Order, Subscription, User
 from app.models.order import (ORDER_CANCELED, ORDER_DISPUTED, ORDER_FAILED, ORDER_KIND_ADDON,
-                              ORDER_KIND_NEW, ORDER_KIND_RENEWAL, ORDER_NEEDS_REVIEW, ORDER_PAID,
-                              ORDER_PARTIALLY_REFUNDED, ORDER_PENDING, ORDER_REFUNDED)
+                              ORDER_KIND_NEW, ORDER_KIND_PLAN_CHANGE, ORDER_KIND_RENEWAL,
+                              ORDER_NEEDS_REVIEW, ORDER_PAID, ORDER_PARTIALLY_REFUNDED,
+                              ORDER_PENDING, ORDER_REFUNDED)
 from app.models.order import new_order_reference
 from app.models.subscription import LIVE_STATUSES, SUB_ACTIVE
 from app.models.types import utcnow
@@ -211,7 +212,7 @@ def _start_or_extend_subscription(current, order_id: int, user: User, plan: Meal
         _EXTEND_SUBSCRIPTION.execute(dict(
             p_subscription_id=current.id, current_period_start=period_start or base,
             current_period_end=end, meal_plan_id=plan.id, status=SUB_ACTIVE,
-            grace_period_ends_at=None))
+            grace_period_ends_at=None, scheduled_meal_plan_id=None))
         audit_rows.append(audit.entry(gateway, "subscription_extended", "subscription", current.id,
                                       user_id=user.id, order_id=order_id,
                                       period_end=end.isoformat()))
@@ -260,6 +261,11 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
                        and current.gateway_subscription_id == gateway_subscription_id)
     _check_payment(order, user, plan, amount_minor, currency, metadata_user_id,
                    gateway_renewal=gateway_renewal)
+    plan_change = order is not None and order.kind == ORDER_KIND_PLAN_CHANGE
+    if plan_change:
+        from app.services import plan_changes  # it builds on this module
+
+        plan_changes.check_paid_change(order, current)
     now = utcnow()
     paid = dict(status=ORDER_PAID, paid_at=now, failure_code=None, failure_message=None)
     if gateway_payment_id:
@@ -272,7 +278,7 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
         paid["gateway_data"] = {**((order.gateway_data if order else None) or {}), **gateway_data}
     kind = order.kind if order is not None else (
         ORDER_KIND_NEW if plan.is_recurring else ORDER_KIND_ADDON)
-    if plan.is_recurring and current is not None:
+    if plan.is_recurring and current is not None and not plan_change:
         kind = paid["kind"] = ORDER_KIND_RENEWAL
         paid["parent_order_id"] = current.order_id
     if order is None:
@@ -291,7 +297,13 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
 
     audit_rows: list = []
     source_key = f"order:{order_id}"
-    if plan.is_recurring:
+    if plan_change:
+        # The difference to a dearer plan is paid: the plan changes, the period stays.
+        subscription = plan_changes.apply_paid_change(
+            current, user, plan, order_id=order_id, order_reference=reference,
+            amount_minor=order_amount, currency=order_currency,
+            plan_credits=balances.plan_meal_credits, actor=actor)
+    elif plan.is_recurring:
         subscription = _start_or_extend_subscription(
             current, order_id, user, plan, gateway, now=now, period_start=period_start,
             period_end=period_end, gateway_subscription_id=gateway_subscription_id,
@@ -319,7 +331,7 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
     if kind == ORDER_KIND_RENEWAL:
         notifications.enqueue(user, "renewal", f"renewal:{order_id}", order=shown_order,
                               subscription=subscription)
-    else:
+    elif not plan_change:  # a plan change queued its own "plan_changed" email
         notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order_id}",
                               order=shown_order, plan=plan, subscription=subscription)
     db.session.commit()

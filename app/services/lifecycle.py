@@ -74,10 +74,11 @@ def record_renewal(subscription: Subscription, *, gateway_order_id: str,
                    actor: str) -> FulfilmentResult:
     """A renewal payment: a new paid order, the period extended, status back to
     active, plan credits reset — through the one fulfilment helper, keyed on the
-    gateway's id for this renewal (invoice id, payment id)."""
+    gateway's id for this renewal (invoice id, payment id). A plan change
+    scheduled for the cycle end (Razorpay) takes effect with it."""
     user = db.session.get(User, subscription.user_id)
     return _create_subscription_and_order(
-        user, subscription.meal_plan, subscription.gateway, gateway_order_id, gateway_payment_id,
+        user, subscription.scheduled_meal_plan or subscription.meal_plan, subscription.gateway, gateway_order_id, gateway_payment_id,
         amount_minor, currency, actor=actor, gateway_subscription_id=subscription.gateway_subscription_id,
         period_start=period_start, period_end=period_end)
 

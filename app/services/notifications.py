@@ -32,7 +32,7 @@ from app.services.work_claims import claim_due
 log = logging.getLogger("tiffin.notifications")
 KINDS = {
     "payment_confirmed", "renewal", "payment_failed", "action_required", "refund", "dispute",
-    "cancellation", "payment_declined",
+    "cancellation", "payment_declined", "plan_changed",
 }
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_CAP_SECONDS = 6 * 3600

@@ -1,4 +1,5 @@
-"""Account actions on a subscription: cancel at period end, resume, change plan.
+"""Account actions on a subscription: cancel at period end, resume; the plan switch
+that every plan change ends in (the change itself: app.services.plan_changes).
 
 The gateway changes its remote subscription first (so we never show a change
 the gateway did not accept); then the local rows change in one transaction.
@@ -25,7 +26,8 @@ def current_subscription(user: User) -> Subscription | None:
                               .order_by(Subscription.id.desc())).first()
 
 
-def _require_live(user: User) -> Subscription:
+def require_live(user: User) -> Subscription:
+    """Lock the user, then their live subscription; ORDER_NOT_FOUND without one."""
     lock_user(user.id)
     subscription = live_subscription(user.id, for_update=True)
     if subscription is None:
@@ -34,7 +36,7 @@ def _require_live(user: User) -> Subscription:
 
 
 def cancel_at_period_end(user: User) -> Subscription:
-    subscription = _require_live(user)
+    subscription = require_live(user)
     get_gateway(subscription.gateway).cancel_subscription_at_period_end(subscription)
     subscription.cancel_at_period_end = True
     subscription.canceled_at = utcnow()
@@ -48,7 +50,7 @@ def cancel_at_period_end(user: User) -> Subscription:
 
 
 def resume(user: User) -> Subscription:
-    subscription = _require_live(user)
+    subscription = require_live(user)
     if not subscription.cancel_at_period_end:
         db.session.rollback()
         return subscription
@@ -62,33 +64,26 @@ def resume(user: User) -> Subscription:
 
 
 def apply_plan_change(subscription: Subscription, new_plan: MealPlan, *, actor: str,
-                      source_key: str) -> None:
+                      source_key: str, plan_credits: int | None = None,
+                      order_id: int | None = None) -> int:
     """Switch plans and reset plan credits to the new plan, minus meals already
-    used this period (capped at zero on a downgrade, never negative)."""
+    used this period (capped at zero on a downgrade, never negative).
+
+    A caller holding the user's row lock passes the plan balance it read under
+    it as `plan_credits`. Returns the plan credits after the change.
+    """
     old_plan = subscription.meal_plan
-    user = db.session.get(User, subscription.user_id)
-    used = max(old_plan.meals_per_period - user.plan_meal_credits, 0)
-    subscription.meal_plan_id = new_plan.id
-    credits.reset_plan_credits(user.id, max(new_plan.meals_per_period - used, 0),
-                               reason="plan_change", source_key=source_key,
-                               subscription_id=subscription.id)
+    locked_balance = plan_credits
+    if plan_credits is None:
+        plan_credits = db.session.get(User, subscription.user_id).plan_meal_credits
+    used = max(old_plan.meals_per_period - plan_credits, 0)
+    credits_after = max(new_plan.meals_per_period - used, 0)
+    subscription.meal_plan = new_plan
+    subscription.scheduled_meal_plan_id = None
+    credits.reset_plan_credits(subscription.user_id, credits_after, reason="plan_change",
+                               source_key=source_key, subscription_id=subscription.id,
+                               order_id=order_id, balance_before=locked_balance)
     audit.record(actor, "subscription_plan_changed", "subscription", subscription.id,
-                 user_id=user.id, old_plan=old_plan.slug, new_plan=new_plan.slug,
-                 meals_used=used)
-
-
-def change_plan(user: User, new_plan_slug: str) -> Subscription:
-    from app.services.checkout import get_plan
-
-    new_plan = get_plan(new_plan_slug)
-    if not new_plan.is_recurring:
-        raise TiffinError("PLAN_NOT_FOUND", f"{new_plan_slug} is not a recurring plan")
-    subscription = _require_live(user)
-    if subscription.meal_plan_id == new_plan.id:
-        db.session.rollback()
-        return subscription
-    get_gateway(subscription.gateway).change_subscription_plan(subscription, new_plan)
-    apply_plan_change(subscription, new_plan, actor=f"user:{user.id}",
-                      source_key=f"plan_change:{subscription.id}:{utcnow().isoformat()}")
-    db.session.commit()
-    return subscription
+                 user_id=subscription.user_id, old_plan=old_plan.slug, new_plan=new_plan.slug,
+                 meals_used=used, order_id=order_id)
+    return credits_after

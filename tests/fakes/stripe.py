@@ -2,7 +2,8 @@
 
 `FakeStripe` runs on pytest-httpserver and answers the real SDK's requests for
 Checkout Sessions (create, retrieve, list), Subscriptions (retrieve, update,
-cancel), Invoice Payments (list), Prices and Products, with objects shaped like
+cancel), invoice previews of a price change (`POST /v1/invoices/create_preview`),
+Invoice Payments (list), Prices and Products, with objects shaped like
 Stripe's documented ones in the 2025-03-31 "basil" API (a subscription's period
 on `items.data[]`, an invoice's subscription under `parent.subscription_details`).
 It honours `Idempotency-Key` like Stripe. Test helpers complete a session the
@@ -139,6 +140,8 @@ class FakeStripe:
                 sub["status"] = "canceled"
                 sub["canceled_at"] = sub["ended_at"] = int(time.time())
                 return _json(sub)
+        if path == "/v1/invoices/create_preview" and method == "POST":
+            return self.create_preview(params)
         m = re.fullmatch(r"/v1/invoices/([^/]+)", path)
         if m and method == "GET":
             invoice = self.invoices.get(m.group(1))
@@ -218,6 +221,67 @@ class FakeStripe:
             self.events.append(event)
         return event
 
+    def create_preview(self, params: dict) -> Response:
+        """POST /v1/invoices/create_preview for a price change of a subscription: the
+        upcoming invoice with Stripe's proration lines (unused time on the old price,
+        remaining time on the new, `parent.subscription_item_details.proration`
+        true) and the next period on the new price, prorated by the second at
+        `subscription_details.proration_date` (default: now)."""
+        sub = self.subscriptions.get(params.get("subscription") or "")
+        if sub is None:
+            return _error(404, f"No such subscription: '{params.get('subscription')}'")
+        details = params.get("subscription_details") or {}
+        changes = {c["id"]: c for c in details.get("items") or []}
+        item = sub["items"]["data"][0]
+        change = changes.get(item["id"])
+        if change is None or (change.get("price") and change["price"] not in self.prices):
+            return _error(400, "Invalid subscription_details[items]", code="parameter_invalid")
+        start, end = item["current_period_start"], item["current_period_end"]
+        at = int(details.get("proration_date") or time.time())
+        if not start <= at <= end:
+            return _error(400, "proration_date must be within the current period",
+                          code="parameter_invalid")
+        old, new = item["price"], self.price_object(change.get("price") or item["price"]["id"])
+        prorate = details.get("proration_behavior", "create_prorations") != "none"
+        share = (end - at) / (end - start)
+        lines = []
+        if prorate and old["id"] != new["id"]:
+            lines.append(self._preview_line(sub, item, old, -round(old["unit_amount"] * share),
+                                             at, end, proration=True, what="Unused time on"))
+            lines.append(self._preview_line(sub, item, new, round(new["unit_amount"] * share),
+                                             at, end, proration=True, what="Remaining time on"))
+        next_end = end + (end - start)
+        lines.append(self._preview_line(sub, item, new, new["unit_amount"], end, next_end,
+                                        proration=False, what="1 × subscription"))
+        total = sum(line["amount"] for line in lines)
+        invoice = {
+            "id": "upcoming_" + _id("in"), "object": "invoice", "billing_reason": "upcoming",
+            "customer": sub["customer"], "currency": new["currency"], "status": "draft",
+            "subtotal": total, "total": total, "amount_due": max(total, 0), "amount_paid": 0,
+            "amount_remaining": max(total, 0), "livemode": self.livemode,
+            "created": int(time.time()), "period_start": start, "period_end": end,
+            "next_payment_attempt": end,
+            "parent": {"type": "subscription_details", "quote_details": None,
+                       "subscription_details": {"subscription": sub["id"],
+                                                "metadata": sub["metadata"]}},
+            "lines": _list("/v1/invoices/upcoming/lines", lines),
+        }
+        return _json(invoice)
+
+    @staticmethod
+    def _preview_line(sub, item, price, amount, start, end, *, proration, what) -> dict:
+        return {"id": _id("il_tmp"), "object": "line_item", "amount": amount,
+                "currency": price["currency"], "description": f"{what} {price['id']}",
+                "period": {"start": start, "end": end}, "quantity": 1,
+                "pricing": {"type": "price_details", "price_details": {
+                    "price": price["id"], "product": price.get("product")}},
+                "parent": {"type": "subscription_item_details", "invoice_item_details": None,
+                           "subscription_item_details": {
+                               "invoice_item": _id("ii") if proration else None,
+                               "proration": proration, "subscription": sub["id"],
+                               "subscription_item": item["id"],
+                               "proration_details": {"credited_items": None}}}}
+
     def update_subscription(self, sub: dict, params: dict) -> dict:
         if "cancel_at_period_end" in params:
             sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
@@ -228,6 +292,8 @@ class FakeStripe:
             item["price"] = self.price_object(change["price"])
         if params.get("proration_behavior"):
             sub["last_proration_behavior"] = params["proration_behavior"]
+        if params.get("proration_date"):
+            sub["last_proration_date"] = int(params["proration_date"])
         return sub
 
     def price_object(self, price_id: str) -> dict:
