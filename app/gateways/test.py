@@ -67,7 +67,9 @@ class TestGateway(PaymentGateway):
         token = self.session_serializer().dumps({
             "order_id": gateway_order_id, "reference": order.reference,
             "amount_minor": order.amount_minor, "currency": order.currency,
-            "user_id": user.id, "plan_id": plan.id, "plan_name": plan.name, "email": user.email,
+            "user_id": user.id, "plan_id": plan.id, "email": user.email,
+            "plan_name": (f"Change to {plan.name}: the difference" if order.kind == "plan_change"
+                          else plan.name),
         })
         return CheckoutStart(gateway_order_id=gateway_order_id,
                              redirect_url=f"/test-gateway/pay/{token}")

@@ -51,7 +51,7 @@ _ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORDERS.c.me
 _SETTLED_CHECK_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORDERS.c.status)
 _SUBSCRIPTION_COLUMNS = (SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.order_id, SUBSCRIPTIONS.c.gateway,
                          SUBSCRIPTIONS.c.gateway_subscription_id, SUBSCRIPTIONS.c.status,
-                         SUBSCRIPTIONS.c.current_period_end)
+                         SUBSCRIPTIONS.c.current_period_end, SUBSCRIPTIONS.c.meal_plan_id)
 # The hot path's statements are built once and run on the driver (DriverStatement):
 # each payment signal (a redirect and several webhook copies) runs them.
 _THIS_ORDER = ((ORDERS.c.gateway == sa.bindparam("gateway"))

@@ -219,7 +219,12 @@ class FakeRazorpay:
         sub = self.subscriptions.get(sub_id)
         if sub is None or body.get("plan_id") not in self.plans:
             return self._error(400, "The id provided does not exist")
-        sub["plan_id"] = body["plan_id"]
+        if body.get("schedule_change_at") == "cycle_end":
+            # Razorpay keeps the plan until the cycle ends; the next charge is on the new one.
+            sub.update(has_scheduled_changes=True, change_scheduled_at=sub["current_end"],
+                       scheduled_plan_id=body["plan_id"])
+        else:
+            sub["plan_id"] = body["plan_id"]
         return self._json(sub)
 
     def _create_plan(self, request, body) -> Response:
@@ -313,6 +318,9 @@ class FakeRazorpay:
         the subscription moves to its next period (the first charge activates it)."""
         with self.lock:
             sub = self.subscriptions[sub_id]
+            if sub.get("scheduled_plan_id") and sub["current_end"]:
+                sub.update(plan_id=sub.pop("scheduled_plan_id"), has_scheduled_changes=False,
+                           change_scheduled_at=None)
             plan = self.plans[sub["plan_id"]]
             amount = plan["item"]["amount"] if amount is None else amount
             start = sub["current_end"] or int(time.time())
