@@ -120,6 +120,8 @@ def test_declined_difference_leaves_the_old_plan_and_credits(app, client, auth):
                            follow_redirects=True)
 
     assert declined.status_code == 402 and "PAYMENT_DECLINED" in declined.text
+    assert 'data-testid="try-again"' not in declined.text  # the plan page would sell a 2nd plan
+    assert 'href="/account/"' in declined.text
     db.session.expire_all()
     assert db.session.get(Subscription, sub.id).meal_plan.slug == "lunch-monthly"
     assert user().plan_meal_credits == 20

@@ -13,7 +13,7 @@ from app.gateways import get_gateway
 from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PENDING, CheckoutStart
 from app.models import MealPlan, Order, User
 from app.models.order import (ORDER_CANCELED, ORDER_FAILED, ORDER_KIND_ADDON, ORDER_KIND_NEW,
-                              ORDER_PENDING)
+                              ORDER_KIND_PLAN_CHANGE, ORDER_PENDING)
 from app.models.types import utcnow
 from app.services import audit
 from app.services.fulfilment import (SETTLED, FulfilmentResult, _create_subscription_and_order,
@@ -160,10 +160,16 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
                           actor=f"user:{user.id}")
         raise TiffinError("PAYMENT_DECLINED", f"order {order.reference}: {result.failure_code}",
                           order_reference=order.reference, shopper_detail=result.failure_message,
-                          retry_plan_slug=order.meal_plan.slug)
+                          retry_plan_slug=_retry_slug(order))
     assert result.status == NOT_COMPLETED
     raise TiffinError("PAYMENT_NOT_COMPLETED", f"order {order.reference} not completed",
-                      order_reference=order.reference, retry_plan_slug=order.meal_plan.slug)
+                      order_reference=order.reference, retry_plan_slug=_retry_slug(order))
+
+
+def _retry_slug(order: Order) -> str | None:
+    """The plan page to try again from; none for a plan change's difference (the
+    plan page would start a second plan: the account page is the way back)."""
+    return None if order.kind == ORDER_KIND_PLAN_CHANGE else order.meal_plan.slug
 
 
 def mark_order_failed(order: Order, failure_code: str, failure_message: str | None, *,
