@@ -78,7 +78,8 @@ def test_upgrade_preview_states_the_full_difference_now_and_the_credits(app, cli
     assert f"Pay {format_money(250000, 'INR')} and change plan" in page.text
 
 
-def test_upgrade_is_not_free_credits_arrive_only_after_the_difference_is_paid(app, client, auth):
+def test_upgrade_is_not_free_credits_arrive_only_after_the_difference_is_paid(app, client, auth,
+                                                                             runner):
     sub = _subscribe(client, auth)
     period_end = sub.current_period_end
     _use_meals(5)
@@ -98,6 +99,7 @@ def test_upgrade_is_not_free_credits_arrive_only_after_the_difference_is_paid(ap
     paid = client.post(r.location, data={"outcome": "pay"}, follow_redirects=True)
 
     assert paid.status_code == 200 and order_reference(paid.text) == difference.reference
+    assert "Change to Family Dinner (the price difference)" in paid.text
     db.session.expire_all()
     changed = db.session.get(Subscription, sub.id)
     assert changed.meal_plan.slug == "family-monthly" and changed.status == "active"
@@ -110,6 +112,8 @@ def test_upgrade_is_not_free_credits_arrive_only_after_the_difference_is_paid(ap
     assert format_money(250000, "INR") in mail.body_text and difference.reference in mail.body_text
     assert "from 15 to 35" in mail.body_text
     assert count(NotificationOutbox, NotificationOutbox.kind == "payment_confirmed") == 1  # first buy
+    healthy = runner.invoke(args=["monitor", "check"])  # nothing for an operator to chase
+    assert healthy.exit_code == 0, healthy.output
 
 
 def test_declined_difference_leaves_the_old_plan_and_credits(app, client, auth):

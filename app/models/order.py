@@ -95,6 +95,13 @@ class Order(db.Model):
         return format_money(self.amount_minor, self.currency)
 
     @property
+    def item_name(self) -> str:
+        """What the order bought, as the shopper reads it in order lists."""
+        if self.kind == ORDER_KIND_PLAN_CHANGE:
+            return f"Change to {self.meal_plan.name} (the price difference)"
+        return self.meal_plan.name
+
+    @property
     def is_paid(self) -> bool:
         return self.status in (ORDER_PAID, ORDER_PARTIALLY_REFUNDED)
 
