@@ -62,6 +62,11 @@ def load_config(env_name: str | None = None) -> dict:
         "APP_BASE_URL": (get("APP_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "SUPPORT_EMAIL": get("SUPPORT_EMAIL", "support@tiffin.example"),
         "GRACE_PERIOD_DAYS": _int("GRACE_PERIOD_DAYS", 3),
+        # Checkout: how long a started checkout can be paid; how often the pending
+        # page may ask the gateway about one order; how long it refreshes itself.
+        "CHECKOUT_EXPIRY_MINUTES": _int("CHECKOUT_EXPIRY_MINUTES", 60),
+        "GATEWAY_STATUS_CHECK_SECONDS": _int("GATEWAY_STATUS_CHECK_SECONDS", 30),
+        "PENDING_REFRESH_MINUTES": _int("PENDING_REFRESH_MINUTES", 5),
         # Gateways
         "TEST_GATEWAY_ENABLED": _bool(get("TEST_GATEWAY_ENABLED"),
                                       default=(not is_prod and not real_gateway_keys)),

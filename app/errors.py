@@ -57,6 +57,10 @@ _CODES = [
               "No need to pay again. If this takes more than a few minutes, check your account page.",
               "Gateway unreachable or payment still processing; webhook or reconcile will fulfil.",
               refresh_seconds=5),
+    ErrorCode("PAYMENT_AWAITING_SHOPPER", 402,
+              "We have not received a payment for this order yet: the payment page is waiting for you.",
+              "Continue to the payment page to pay, or start again from the plan. You have not been charged.",
+              "The gateway says its checkout is open and unpaid (the shopper left or has not paid yet)."),
     ErrorCode("PLAN_NOT_FOUND", 404,
               "We could not find that meal plan.",
               "Browse the plans we offer and pick another.",
@@ -122,7 +126,8 @@ class TiffinError(Exception):
     """A refusal with a catalogue code. `detail` is for logs, never shown raw."""
 
     def __init__(self, code: str, detail: str = "", *, order_reference: str | None = None,
-                 shopper_detail: str | None = None, retry_plan_slug: str | None = None):
+                 shopper_detail: str | None = None, retry_plan_slug: str | None = None,
+                 page: dict | None = None):
         if code not in CATALOGUE:
             raise ValueError(f"unknown error code {code}")
         super().__init__(f"{code}: {detail}" if detail else code)
@@ -131,6 +136,9 @@ class TiffinError(Exception):
         self.order_reference = order_reference
         self.shopper_detail = shopper_detail  # e.g. the gateway's decline reason
         self.retry_plan_slug = retry_plan_slug  # offer "Try again" on this plan's page
+        # Where one code covers several situations (the pending page), what this one
+        # says instead: headline, next_step, continue_url, state, refresh (False = stop).
+        self.page = page or {}
 
     @property
     def entry(self) -> ErrorCode:
@@ -144,18 +152,22 @@ def support_reference() -> str:
 
 
 def render_error(code: str, *, order_reference=None, shopper_detail=None, status=None,
-                 retry_plan_slug=None):
+                 retry_plan_slug=None, page=None):
     """Render the error page (or JSON for webhook routes) for a catalogue code."""
     entry = CATALOGUE[code]
     ref = support_reference()
     if request.path.startswith(PATH_PREFIX):
         return jsonify(error=code, support_reference=ref), status or entry.http_status
+    page = page or {}
+    refresh = page.get("refresh", True)
     return render_template("errors/error.html", error=entry, support_ref=ref,
                            order_reference=order_reference, shopper_detail=shopper_detail,
                            retry_url=url_for("storefront.plan", slug=retry_plan_slug)
                            if retry_plan_slug else None,
-                           refresh_url=_refresh_url(entry, order_reference)
-                           ), status or entry.http_status
+                           refresh_url=_refresh_url(entry, order_reference) if refresh else None,
+                           refresh_stopped=not refresh, headline=page.get("headline"),
+                           next_step=page.get("next_step"), continue_url=page.get("continue_url"),
+                           checkout_state=page.get("state")), status or entry.http_status
 
 
 def _refresh_url(entry: ErrorCode, order_reference: str | None) -> str | None:
@@ -175,7 +187,8 @@ def register_errorhandlers(app):
         log.warning("refused %s ref=%s path=%s detail=%s", exc.code, support_reference(),
                     request.path, exc.detail)
         return render_error(exc.code, order_reference=exc.order_reference,
-                            shopper_detail=exc.shopper_detail, retry_plan_slug=exc.retry_plan_slug)
+                            shopper_detail=exc.shopper_detail, retry_plan_slug=exc.retry_plan_slug,
+                            page=exc.page)
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(exc: CSRFError):

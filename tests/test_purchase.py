@@ -155,10 +155,25 @@ def test_checkout_requires_login(client):
     assert count(Order) == 0
 
 
-def test_success_page_for_unconfirmed_order_waits_and_refreshes(client, auth):
+def test_success_page_for_abandoned_checkout_says_nothing_was_received(client, auth):
     auth.register()
     start_checkout(client)
     order = db.session.scalars(sa.select(Order)).one()
+
+    r = client.get(f"/checkout/success/{order.reference}")
+
+    assert r.status_code == 402 and "PAYMENT_AWAITING_SHOPPER" in r.text
+    assert 'http-equiv="refresh"' not in r.text
+    assert "No need to pay again" not in r.text
+    assert f'href="/checkout/continue/{order.reference}"' in r.text
+
+
+def test_success_page_for_authorised_order_waits_and_refreshes(client, auth):
+    auth.register()
+    start_checkout(client)
+    order = db.session.scalars(sa.select(Order)).one()
+    order.authorized_at = order.created_at
+    db.session.commit()
 
     r = client.get(f"/checkout/success/{order.reference}")
 

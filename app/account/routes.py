@@ -8,10 +8,10 @@ from app.account.forms import DeleteAccountForm
 from app.checkout.forms import ActionForm
 from app.errors import TiffinError
 from app.extensions import db
-from app.models import MealPlan, Order
+from app.models import MealPlan
 from app.services import accounts, live_updates, plan_changes, subscriptions
 from app.services.access import has_access
-from app.services.checkout import order_for_user
+from app.services.checkout import account_history, checkout_state, order_for_user
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -21,14 +21,14 @@ bp = Blueprint("account", __name__, url_prefix="/account")
 def index():
     """Subscription status, period end, meal credits and order history."""
     subscription = subscriptions.current_subscription(current_user)
-    orders = db.session.scalars(sa.select(Order).where(Order.user_id == current_user.id)
-                                .order_by(Order.created_at.desc(), Order.id.desc()).limit(50)).all()
+    orders, checkouts = account_history(current_user)
     other_plans = []
     if subscription is not None and subscription.is_live:
         other_plans = db.session.scalars(sa.select(MealPlan).where(
             MealPlan.is_active.is_(True), MealPlan.kind == "subscription",
             MealPlan.id != subscription.meal_plan_id).order_by(MealPlan.sort_order)).all()
     return render_template("account/index.html", subscription=subscription, orders=orders,
+                           checkouts=checkouts,
                            access=has_access(subscription), other_plans=other_plans,
                            form=ActionForm(), live_updates=bool(current_app.config["REDIS_URL"]))
 
@@ -47,7 +47,8 @@ def updates():
 @login_required
 def order(reference):
     """One of the shopper's own orders (anyone else's is a 404)."""
-    return render_template("account/order.html", order=order_for_user(current_user, reference))
+    order = order_for_user(current_user, reference)
+    return render_template("account/order.html", order=order, state=checkout_state(order))
 
 
 def _action(fn, message=None):

@@ -3,9 +3,10 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from flask_login import current_user, login_required
 
 from app.checkout.forms import CheckoutForm
-from app.errors import CATALOGUE, TiffinError
+from app.errors import TiffinError
 from app.extensions import limiter
-from app.services.checkout import cancel_checkout, confirm_return, order_for_user, start_checkout
+from app.services.checkout import (cancel_checkout, check_order, checkout_state, confirm_return,
+                                   continue_checkout, start_checkout, unpaid_refusal)
 from app.services.fulfilment import subscription_for_order
 
 bp = Blueprint("checkout", __name__, url_prefix="/checkout")
@@ -25,6 +26,11 @@ def start(slug):
     if not form.validate_on_submit():
         raise TiffinError("GATEWAY_NOT_CONFIGURED", f"checkout form invalid: {form.errors}")
     order, started = start_checkout(current_user, slug, form.gateway.data, form.checkout_token.data)
+    return _to_gateway(order, started)
+
+
+def _to_gateway(order, started):
+    """Send the shopper to the gateway's page: a redirect, or a page of ours."""
     if started.template:
         return render_template(started.template, order=order, **started.context)
     return redirect(started.redirect_url, code=303)
@@ -33,41 +39,41 @@ def start(slug):
 @bp.get("/success/<reference>")
 @login_required
 def success(reference):
-    """The order, the subscription and the meal credits, or a page that waits for them."""
-    order = order_for_user(current_user, reference)
+    """The order, the subscription and the meal credits, or where its payment stands."""
+    order = check_order(current_user, reference)
     if not order.is_paid:
-        raise TiffinError(_code_for_unpaid(order), f"order {reference} is {order.status}",
-                          order_reference=reference, shopper_detail=order.failure_message
-                          if order.status == "failed" else None)
+        raise unpaid_refusal(order)
     return render_template("checkout/success.html", order=order,
                            subscription=subscription_for_order(order), user=current_user)
-
-
-def _code_for_unpaid(order) -> str:
-    """The error code that tells the shopper where an unpaid order stands."""
-    if order.status == "pending":
-        return "PAYMENT_PENDING_CONFIRMATION"
-    if order.status == "needs_review":
-        return order.failure_code if order.failure_code in CATALOGUE else "PAYMENT_AMOUNT_MISMATCH"
-    if order.status == "failed":
-        return "PAYMENT_DECLINED"
-    return "PAYMENT_NOT_COMPLETED"
 
 
 @bp.get("/cancel/<reference>")
 @login_required
 def cancel(reference):
-    """The shopper left the gateway's page without paying."""
-    order = cancel_checkout(current_user, reference)
+    """The shopper left the gateway's page: not charged, unless the order is paid or paying."""
+    order, paying = cancel_checkout(current_user, reference)
+    if paying:
+        return redirect(url_for("checkout.success", reference=order.reference), code=303)
     return render_template("checkout/cancel.html", order=order)
+
+
+@bp.get("/continue/<reference>")
+@login_required
+def continue_payment(reference):
+    """Back to the gateway's page of a checkout that still lives."""
+    order, started = continue_checkout(current_user, reference)
+    if started is None:  # paid, closed or expired: the order's page says which
+        return redirect(url_for("checkout.success", reference=order.reference), code=303)
+    return _to_gateway(order, started)
 
 
 @bp.get("/status/<reference>")
 @login_required
 def status(reference):
-    """Small JSON status for the pending page's poll."""
-    order = order_for_user(current_user, reference)
-    return {"reference": order.reference, "status": order.status}
+    """Small JSON status for the pending page's poll (asks the gateway, throttled)."""
+    order = check_order(current_user, reference)
+    return {"reference": order.reference, "status": order.status,
+            "state": "paid" if order.is_paid else checkout_state(order)}
 
 
 @bp.get("/stripe/return")

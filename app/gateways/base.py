@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping
 
+from app.errors import TiffinError
+
 # PaymentResult.status values
 PAID = "paid"                  # money taken; safe to fulfil
 PENDING = "pending"            # may still succeed (processing, gateway unreachable)
@@ -26,6 +28,9 @@ class CheckoutStart:
     redirect_url: str | None = None
     template: str | None = None
     context: dict = field(default_factory=dict)
+    # When the gateway closes this checkout, if it differs from what we asked for
+    # (Stripe clamps a session's lifetime to 30 min - 24 h).
+    expires_at: datetime | None = None
 
 
 @dataclass
@@ -114,6 +119,15 @@ class PaymentGateway(ABC):
 
         Raises TiffinError(PAYMENT_SIGNATURE_INVALID | WEBHOOK_PAYLOAD_INVALID).
         """
+
+    def lookup_payment(self, order) -> PaymentResult:
+        """Ask the gateway where one pending order's payment stands (the pending page's
+        check): PAID with what was paid, PENDING while it is processing or authorised,
+        DECLINED, or NOT_COMPLETED while nothing was paid (open, left or expired).
+
+        Raises TiffinError(GATEWAY_UNAVAILABLE) when the gateway cannot be asked.
+        """
+        raise TiffinError("GATEWAY_UNAVAILABLE", f"{self.name} has no API to ask about one order")
 
     def list_recent_payments(self, since: datetime) -> list[PaymentResult]:
         """Every checkout/payment the gateway knows of since `since`, newest first,

@@ -90,10 +90,13 @@ class RazorpayGateway(PaymentGateway):
                     raise TiffinError("GATEWAY_NOT_CONFIGURED",
                                       f"plan {plan.slug} has no razorpay_plan_id; run "
                                       "`flask razorpay sync-plans`")
-                remote = self.client().subscription.create({
+                params = {
                     "plan_id": plan.razorpay_plan_id, "quantity": 1, "customer_notify": 1,
                     "total_count": TOTAL_COUNT.get(plan.billing_interval or "month", 120),
-                    "notes": notes}, timeout=REQUEST_TIMEOUT_SECONDS)
+                    "notes": notes}
+                if order.checkout_expires_at:  # the authorisation link closes with the checkout
+                    params["expire_by"] = int(order.checkout_expires_at.timestamp())
+                remote = self.client().subscription.create(params, timeout=REQUEST_TIMEOUT_SECONDS)
             else:
                 remote = self.client().order.create({
                     "amount": order.amount_minor, "currency": order.currency,
@@ -276,6 +279,35 @@ class RazorpayGateway(PaymentGateway):
         results.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=timezone.utc),
                      reverse=True)
         return results
+
+    def lookup_payment(self, order) -> PaymentResult:
+        """An order's payments (captured is PAID; authorised is captured when it matches,
+        else PENDING; only failed attempts or none is NOT_COMPLETED, since Checkout lets
+        the shopper try again). A subscription is asked for its status: PENDING once its
+        mandate is authenticated or it is active (its webhook or reconcile fulfils it).
+
+        Raises TiffinError(GATEWAY_UNAVAILABLE) when Razorpay cannot be asked.
+        """
+        stored_id = order.gateway_order_id
+        try:
+            if is_subscription_id(stored_id):
+                remote = self.client().subscription.fetch(stored_id, timeout=REQUEST_TIMEOUT_SECONDS)
+                status = PENDING if remote.get("status") in ("authenticated", "active") \
+                    else NOT_COMPLETED
+                return PaymentResult(status=status, gateway_order_id=stored_id,
+                                     gateway_subscription_id=stored_id)
+            payments = self.client().order.payments(stored_id, timeout=REQUEST_TIMEOUT_SECONDS)
+        except (BadRequestError, *UNREACHABLE) as exc:
+            raise TiffinError("GATEWAY_UNAVAILABLE", f"razorpay order {stored_id}: {exc}") from exc
+        items = payments.get("items", [])
+        for wanted in ("captured", "authorized"):
+            for payment in items:
+                if payment.get("status") == wanted:
+                    if wanted == "authorized":
+                        payment = self.capture_if_matching(payment, order.amount_minor,
+                                                           order.currency)
+                    return self.payment_result(payment, gateway_order_id=stored_id)
+        return PaymentResult(status=NOT_COMPLETED, gateway_order_id=stored_id)
 
     def order_payments(self, gateway_order_id: str) -> list[PaymentResult]:
         """The payments Razorpay holds for one of our orders (GET /v1/orders/:id/payments)."""

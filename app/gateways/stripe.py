@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 import stripe
@@ -33,6 +33,9 @@ MAX_NETWORK_RETRIES = 1
 HTTP_TIMEOUT_SECONDS = 15
 SIGNATURE_HEADER = "Stripe-Signature"
 PAID_STATUSES = ("paid", "no_payment_required")
+# Stripe's bounds on a Checkout Session's expires_at, from its creation.
+SESSION_MIN_LIFETIME = timedelta(minutes=30)
+SESSION_MAX_LIFETIME = timedelta(hours=24)
 # Stripe subscription status -> ours. Stripe's "paused" and "unpaid" both mean no access.
 STATUS_MAP = {"active": "active", "trialing": "trialing", "past_due": "past_due",
               "canceled": "canceled", "incomplete": "incomplete",
@@ -56,6 +59,23 @@ class RemoteSubscription:
 def ts(value) -> datetime | None:
     """A Stripe unix timestamp as timezone-aware UTC."""
     return datetime.fromtimestamp(int(value), tz=timezone.utc) if value else None
+
+
+def session_expiry(wanted: datetime | None, now: datetime | None = None) -> datetime | None:
+    """A Checkout Session's `expires_at` for the checkout lifetime we want, clamped to
+    what Stripe accepts (30 minutes to 24 hours from creation), with a minute's margin
+    each side for the time the request takes. Clamping is logged: the session then
+    lives longer (or shorter) than CHECKOUT_EXPIRY_MINUTES."""
+    if wanted is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    earliest = now + SESSION_MIN_LIFETIME + timedelta(minutes=1)
+    latest = now + SESSION_MAX_LIFETIME - timedelta(minutes=1)
+    clamped = min(max(wanted, earliest), latest)
+    if clamped != wanted:
+        log.warning("stripe session lifetime clamped to %s (wanted %s): Stripe allows "
+                    "30 minutes to 24 hours", clamped.isoformat(), wanted.isoformat())
+    return clamped
 
 
 def _int_or_none(value) -> int | None:
@@ -191,13 +211,17 @@ class StripeGateway(PaymentGateway):
             params["subscription_data"] = {"metadata": metadata}
         else:
             params["payment_intent_data"] = {"metadata": metadata}
+        expires_at = session_expiry(order.checkout_expires_at)
+        if expires_at is not None:
+            params["expires_at"] = int(expires_at.timestamp())
         try:
             session = self.client.v1.checkout.sessions.create(
                 params, {"idempotency_key": f"tiffin-checkout-{order.reference}"})
         except stripe.StripeError as exc:
             raise TiffinError("GATEWAY_UNAVAILABLE",
                               f"stripe session for {order.reference}: {exc}") from exc
-        return CheckoutStart(gateway_order_id=session.id, redirect_url=session.url)
+        return CheckoutStart(gateway_order_id=session.id, redirect_url=session.url,
+                             expires_at=ts(getattr(session, "expires_at", None)) or expires_at)
 
     def session_result(self, session: Mapping) -> PaymentResult:
         """Map a Checkout Session (fetched, listed, or from an event) to a PaymentResult."""
@@ -243,6 +267,26 @@ class StripeGateway(PaymentGateway):
         except stripe.StripeError as exc:
             log.warning("stripe unreachable retrieving %s: %s", session_id, exc)
             return PaymentResult(status=PENDING, gateway_order_id=session_id)
+        result = self.session_result(session)
+        if result.status == PAID and result.gateway_subscription_id:
+            try:
+                remote = self.fetch_subscription(result.gateway_subscription_id)
+                result.period_start, result.period_end = remote.period_start, remote.period_end
+            except TiffinError:
+                pass  # the plan's own interval is used; the webhook syncs Stripe's period later
+        return result
+
+    def lookup_payment(self, order) -> PaymentResult:
+        """Retrieve the order's Checkout Session: PAID, PENDING (an async payment still
+        processing) or NOT_COMPLETED (open, or expired unpaid).
+
+        Raises TiffinError(GATEWAY_UNAVAILABLE) when Stripe cannot be asked.
+        """
+        try:
+            session = self.client.v1.checkout.sessions.retrieve(order.gateway_order_id)
+        except stripe.StripeError as exc:
+            raise TiffinError("GATEWAY_UNAVAILABLE",
+                              f"stripe session {order.gateway_order_id}: {exc}") from exc
         result = self.session_result(session)
         if result.status == PAID and result.gateway_subscription_id:
             try:

@@ -1,10 +1,12 @@
 """The built-in test gateway: a hosted payment page served by this app.
 
 Like Shopify's Bogus Gateway, it lets anyone click through a purchase offline
-and choose what the "bank" does. It keeps no state of its own: the checkout
-session is a signed token, the return redirect carries an HMAC, and webhooks are
-signed with HMAC-SHA256 over the raw body (TEST_GATEWAY_WEBHOOK_SECRET) and go
-through /webhooks/test like any real gateway's.
+and choose what the "bank" does. The checkout session is a signed token, the
+return redirect carries an HMAC, and webhooks are signed with HMAC-SHA256 over
+the raw body (TEST_GATEWAY_WEBHOOK_SECRET) and go through /webhooks/test like
+any real gateway's. Like a real gateway it remembers
+what happened to each session (its own table, test_gateway_payments), so a
+session is paid or declined once and the shop can ask it about an order.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import secrets
 from datetime import datetime, timezone
 from typing import Mapping
 
+import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.errors import TiffinError
+from app.extensions import db
 from app.gateways.base import (DECLINED, NOT_COMPLETED, PAID, CheckoutStart, GatewayEvent,
                                PaymentGateway, PaymentResult)
+from app.models.test_gateway import TestGatewayPayment
 
 SIGNATURE_HEADER = "X-Test-Gateway-Signature"
 SESSION_MAX_AGE_SECONDS = 24 * 3600
@@ -44,6 +49,14 @@ DECLINE_REASONS = {
 }
 
 
+class SessionAlreadyUsed(Exception):
+    """The session was already paid or declined; carries that first outcome."""
+
+    def __init__(self, record: TestGatewayPayment):
+        super().__init__(record.outcome)
+        self.record = record
+
+
 def _secrets(config: Mapping) -> list[str]:
     return [s.strip() for s in config.get("TEST_GATEWAY_WEBHOOK_SECRET", "").split(",") if s.strip()]
 
@@ -64,12 +77,14 @@ class TestGateway(PaymentGateway):
     # --- the shop's side ----------------------------------------------------
     def start_checkout(self, *, order, plan, user) -> CheckoutStart:
         gateway_order_id = "tgo_" + secrets.token_hex(12)
+        expires_at = order.checkout_expires_at
         token = self.session_serializer().dumps({
             "order_id": gateway_order_id, "reference": order.reference,
             "amount_minor": order.amount_minor, "currency": order.currency,
             "user_id": user.id, "plan_id": plan.id, "email": user.email,
             "plan_name": (f"Change to {plan.name}: the difference" if order.kind == "plan_change"
                           else plan.name),
+            "expires_at": int(expires_at.timestamp()) if expires_at else None,
         })
         return CheckoutStart(gateway_order_id=gateway_order_id,
                              redirect_url=f"/test-gateway/pay/{token}")
@@ -88,6 +103,18 @@ class TestGateway(PaymentGateway):
             amount_minor=order.amount_minor if order is not None else None,
             currency=order.currency if order is not None else None,
             failure_code=reason, failure_message=DECLINE_REASONS.get(reason or ""))
+
+    def lookup_payment(self, order) -> PaymentResult:
+        """What the hosted page recorded for this order's session (its own memory)."""
+        record = self.recorded_outcome(order.gateway_order_id or "")
+        if record is None:
+            return PaymentResult(status=NOT_COMPLETED, gateway_order_id=order.gateway_order_id)
+        paid = record.outcome == "paid"
+        return PaymentResult(
+            status=PAID if paid else DECLINED, gateway_order_id=order.gateway_order_id,
+            gateway_payment_id=record.payment_id, amount_minor=order.amount_minor,
+            currency=order.currency, failure_code=None if paid else record.reason,
+            failure_message=None if paid else DECLINE_REASONS.get(record.reason or ""))
 
     def parse_webhook(self, body: bytes, headers: Mapping) -> GatewayEvent:
         signature = headers.get(SIGNATURE_HEADER, "")
@@ -114,6 +141,30 @@ class TestGateway(PaymentGateway):
             return self.session_serializer().loads(token, max_age=SESSION_MAX_AGE_SECONDS)
         except BadSignature as exc:
             raise TiffinError("PAYMENT_SESSION_NOT_FOUND", "bad or expired test gateway session") from exc
+
+    @staticmethod
+    def session_expired(session: dict) -> bool:
+        expires_at = session.get("expires_at")
+        return bool(expires_at) and datetime.now(timezone.utc).timestamp() >= expires_at
+
+    @staticmethod
+    def recorded_outcome(gateway_order_id: str) -> TestGatewayPayment | None:
+        return db.session.scalars(sa.select(TestGatewayPayment).where(
+            TestGatewayPayment.gateway_order_id == gateway_order_id)).first()
+
+    def record_outcome(self, session: dict, outcome: str, payment_id: str | None = None,
+                       reason: str | None = None) -> TestGatewayPayment:
+        """Remember what the bank did with a session, once: a second submission (two
+        tabs, a double click, the back button) gets the first outcome back instead."""
+        record = TestGatewayPayment(gateway_order_id=session["order_id"], outcome=outcome,
+                                    payment_id=payment_id, reason=reason)
+        db.session.add(record)
+        try:
+            db.session.commit()
+        except sa.exc.IntegrityError:
+            db.session.rollback()
+            raise SessionAlreadyUsed(self.recorded_outcome(session["order_id"]))
+        return record
 
     def signed_return_params(self, session: dict, status: str, payment_id: str = "",
                              reason: str = "") -> dict:

@@ -10,7 +10,7 @@ from app.models.types import JSONType, UTCDateTime, utcnow
 ORDER_PENDING = "pending"            # checkout started, no money yet
 ORDER_PAID = "paid"                  # money taken and fulfilled
 ORDER_FAILED = "failed"              # declined / failed at the gateway
-ORDER_CANCELED = "canceled"          # shopper abandoned checkout
+ORDER_CANCELED = "canceled"          # shopper abandoned checkout (cancel link or expiry)
 ORDER_NEEDS_REVIEW = "needs_review"  # money may have been taken but fulfilment was refused
 ORDER_REFUNDED = "refunded"
 ORDER_PARTIALLY_REFUNDED = "partially_refunded"
@@ -67,6 +67,16 @@ class Order(db.Model):
     # Set when the gateway reports an authorised payment we have not captured yet
     # (Razorpay auto-refunds those after a few days; the monitor watches them).
     authorized_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    # After this the checkout is closed: no continuing to pay (a late payment is still
+    # honoured). Stripe's session may live longer when its limits clamp the lifetime.
+    checkout_expires_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    # The pending page's own question to the gateway: when we last asked (at most
+    # once per GATEWAY_STATUS_CHECK_SECONDS across workers) and what it answered.
+    gateway_checked_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    gateway_said: Mapped[str | None] = mapped_column(sa.String(20))
+    # When the shopper first came back to a pending order: the pending page refreshes
+    # itself for a bounded time after it.
+    returned_at: Mapped[object | None] = mapped_column(UTCDateTime)
 
     user = relationship("User", back_populates="orders", foreign_keys=[user_id])
     meal_plan = relationship("MealPlan")

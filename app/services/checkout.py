@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Mapping
 
 import sqlalchemy as sa
+from flask import current_app, url_for
 
 from app.errors import CATALOGUE, TiffinError
 from app.extensions import db
 from app.gateways import get_gateway
-from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PENDING, CheckoutStart
+from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PENDING, CheckoutStart, PaymentResult
 from app.models import MealPlan, Order, User
 from app.models.order import (ORDER_CANCELED, ORDER_FAILED, ORDER_KIND_ADDON, ORDER_KIND_NEW,
-                              ORDER_KIND_PLAN_CHANGE, ORDER_PENDING)
+                              ORDER_KIND_PLAN_CHANGE, ORDER_NEEDS_REVIEW, ORDER_PENDING)
 from app.models.types import utcnow
 from app.services import audit
 from app.services.fulfilment import (SETTLED, FulfilmentResult, _create_subscription_and_order,
@@ -69,7 +71,10 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
 
 def open_gateway_checkout(order: Order, plan: MealPlan, user: User, gateway) -> CheckoutStart:
     """Open the gateway's checkout for a committed pending order and keep where it
-    leads; a gateway that refuses marks the order failed (and re-raises its error)."""
+    leads; a gateway that refuses marks the order failed (and re-raises its error).
+    The checkout lives CHECKOUT_EXPIRY_MINUTES (or what the gateway allows)."""
+    order.checkout_expires_at = utcnow() + timedelta(
+        minutes=current_app.config["CHECKOUT_EXPIRY_MINUTES"])
     try:
         started = gateway.start_checkout(order=order, plan=plan, user=user)
     except TiffinError as exc:
@@ -82,6 +87,7 @@ def open_gateway_checkout(order: Order, plan: MealPlan, user: User, gateway) -> 
         raise
     order.gateway_order_id = started.gateway_order_id
     order.checkout_url = started.redirect_url
+    order.checkout_expires_at = started.expires_at or order.checkout_expires_at
     if started.template:  # a page of ours (Razorpay checkout.js): keep what re-renders it
         order.gateway_data = {**(order.gateway_data or {}), "checkout": {
             "template": started.template, "context": started.context}}
@@ -143,13 +149,7 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
         return FulfilmentResult(order.id, created=False)
     result = gateway.verify_return(params, order=order)
     if result.status == PAID:
-        return _create_subscription_and_order(
-            user, order.meal_plan, gateway.name, order.gateway_order_id, result.gateway_payment_id,
-            result.amount_minor, result.currency, actor=f"user:{user.id}",
-            metadata_user_id=result.metadata_user_id,
-            gateway_customer_id=result.gateway_customer_id,
-            gateway_subscription_id=result.gateway_subscription_id,
-            period_start=result.period_start, period_end=result.period_end)
+        return _fulfil_paid(order, user, result, actor=f"user:{user.id}")
     if result.status == PENDING:
         if result.raw.get("authorized"):
             mark_order_authorized(order, at=result.created_at or utcnow(), actor=f"user:{user.id}")
@@ -170,6 +170,18 @@ def _retry_slug(order: Order) -> str | None:
     """The plan page to try again from; none for a plan change's difference (the
     plan page would start a second plan: the account page is the way back)."""
     return None if order.kind == ORDER_KIND_PLAN_CHANGE else order.meal_plan.slug
+
+
+def _fulfil_paid(order: Order, user: User, result: PaymentResult, *, actor: str
+                 ) -> FulfilmentResult:
+    """A payment the gateway reports paid for one of our orders, through the one helper."""
+    return _create_subscription_and_order(
+        user, order.meal_plan, order.gateway, order.gateway_order_id, result.gateway_payment_id,
+        result.amount_minor, result.currency, actor=actor,
+        metadata_user_id=result.metadata_user_id,
+        gateway_customer_id=result.gateway_customer_id,
+        gateway_subscription_id=result.gateway_subscription_id,
+        period_start=result.period_start, period_end=result.period_end)
 
 
 def mark_order_failed(order: Order, failure_code: str, failure_message: str | None, *,
@@ -202,15 +214,193 @@ def mark_order_authorized(order: Order, *, at, actor: str) -> bool:
     return True
 
 
-def cancel_checkout(user: User, reference: str) -> Order:
-    """The shopper came back through the gateway's cancel link."""
-    order = order_for_user(user, reference)
+def cancel_checkout(user: User, reference: str) -> tuple[Order, bool]:
+    """The shopper came back through the gateway's cancel link.
+
+    The gateway is asked first (throttled, as on the pending page): an order that is
+    paid, or whose payment is authorised or being confirmed, is left alone and
+    (order, True) is returned so the shopper is shown where it stands. Only a
+    still-pending order with nothing received is marked cancelled: (order, False).
+    """
+    order = check_order(user, reference)
+    if order.status in SETTLED or order.status == ORDER_NEEDS_REVIEW \
+            or checkout_state(order) == CONFIRMING:
+        return order, True
     if order.status == ORDER_PENDING:
-        order.status = ORDER_CANCELED
-        audit.record(f"user:{user.id}", "checkout_canceled", "order", order.id, user_id=user.id,
-                     order_id=order.id)
+        order = find_order(order.gateway, order.gateway_order_id, for_update=True) \
+            if order.gateway_order_id else order
+        if order.status == ORDER_PENDING:
+            order.status = ORDER_CANCELED
+            audit.record(f"user:{user.id}", "checkout_canceled", "order", order.id,
+                         user_id=user.id, order_id=order.id)
         db.session.commit()
+    return order, False
+
+
+# Where an unfinished checkout stands, as the pending page and the account page say it.
+WAITING = "waiting"        # the gateway's page waits for the shopper: nothing received
+CONFIRMING = "confirming"  # the gateway said paid, authorised or processing: we are finishing
+UNKNOWN = "unknown"        # we could not ask the gateway yet: money may have moved
+EXPIRED = "expired"        # the checkout's lifetime passed with nothing received
+CANCELED = "canceled"      # the shopper left through the cancel link: nothing received
+DECLINED_STATE = "declined"
+CHECKOUT_EXPIRED = "checkout_expired"  # failure_code of an order closed by its lifetime
+SAID_NOT_COMPLETED, SAID_PENDING, SAID_UNREACHABLE = "not_completed", "pending", "unreachable"
+UNFINISHED = (ORDER_PENDING, ORDER_CANCELED, ORDER_FAILED)
+
+
+def checkout_state(order: Order, now=None) -> str | None:
+    """WAITING, CONFIRMING, UNKNOWN, EXPIRED, CANCELED or DECLINED_STATE for a checkout
+    that has not (yet) become an order we were paid for; None for any other order.
+
+    `gateway_said` is the gateway's last answer to the pending page's check; an order
+    nobody asked about yet counts as waiting (or expired) on the account page.
+    """
+    now = now or utcnow()
+    if order.status == ORDER_CANCELED:
+        return EXPIRED if order.failure_code == CHECKOUT_EXPIRED else CANCELED
+    if order.status == ORDER_FAILED:
+        return DECLINED_STATE
+    if order.status != ORDER_PENDING:
+        return None
+    if order.authorized_at is not None or order.gateway_said == SAID_PENDING:
+        return CONFIRMING
+    if order.gateway_said == SAID_UNREACHABLE:
+        return UNKNOWN
+    return EXPIRED if checkout_expired(order, now) else WAITING
+
+
+def checkout_expired(order: Order, now=None) -> bool:
+    return order.checkout_expires_at is not None and (now or utcnow()) >= order.checkout_expires_at
+
+
+def check_order(user: User, reference: str) -> Order:
+    """The shopper's order, after asking its gateway where an unfinished payment stands.
+
+    The gateway is asked at most once per GATEWAY_STATUS_CHECK_SECONDS per order,
+    across workers (a conditional UPDATE of `gateway_checked_at` decides who asks);
+    a payment it reports paid is fulfilled through the one helper, so a shopper whose
+    webhook was lost sees success without waiting for the reconcile. A pending order
+    whose checkout expired with nothing received is closed (cancelled, not charged;
+    a late payment is still honoured).
+    """
+    order = order_for_user(user, reference)
+    if order.status not in (ORDER_PENDING, ORDER_CANCELED) or not order.gateway_order_id:
+        return order
+    now = utcnow()
+    if order.status == ORDER_PENDING and order.returned_at is None:
+        _update_order(order, Order.returned_at.is_(None), returned_at=now)
+    cutoff = now - timedelta(seconds=current_app.config["GATEWAY_STATUS_CHECK_SECONDS"])
+    if _update_order(order, sa.or_(Order.gateway_checked_at.is_(None),
+                                   Order.gateway_checked_at <= cutoff),
+                     gateway_checked_at=now):
+        _ask_gateway(order, user)
+    order = order_for_user(user, reference)
+    if order.status == ORDER_PENDING and order.gateway_said == SAID_NOT_COMPLETED \
+            and order.authorized_at is None and checkout_expired(order, now):
+        if _update_order(order, sa.and_(Order.status == ORDER_PENDING,
+                                        Order.gateway_said == SAID_NOT_COMPLETED), commit=False,
+                         status=ORDER_CANCELED, failure_code=CHECKOUT_EXPIRED):
+            audit.record(f"user:{user.id}", "checkout_expired", "order", order.id,
+                         user_id=user.id, order_id=order.id)
+        db.session.commit()
+        order = order_for_user(user, reference)
     return order
+
+
+def _update_order(order: Order, condition, *, commit: bool = True, **values) -> bool:
+    """Set `values` on an unfinished order if `condition` still holds (and commit).
+    True when this call changed it: the compare-and-set other workers lose."""
+    changed = db.session.execute(
+        sa.update(Order).where(Order.id == order.id, Order.status.in_(UNFINISHED), condition)
+        .values(**values).execution_options(synchronize_session=False)).rowcount
+    if commit:
+        db.session.commit()
+    return changed == 1
+
+
+def _ask_gateway(order: Order, user: User) -> None:
+    """Ask the order's gateway once and act on the answer (see check_order)."""
+    actor = f"user:{user.id}"
+    try:
+        result = get_gateway(order.gateway).lookup_payment(order)
+    except TiffinError as exc:
+        log.warning("could not ask %s about order %s: %s", order.gateway, order.reference, exc)
+        _update_order(order, sa.true(), gateway_said=SAID_UNREACHABLE)
+        return
+    if result.status == PAID:
+        try:
+            _fulfil_paid(order, user, result, actor=actor)
+        except TiffinError:
+            pass  # refused, logged and audited by the helper; the order shows its code
+    elif result.status == PENDING:
+        if result.raw.get("authorized"):
+            mark_order_authorized(order, at=result.created_at or utcnow(), actor=actor)
+        _update_order(order, sa.true(), gateway_said=SAID_PENDING)
+    elif result.status == DECLINED and order.status == ORDER_PENDING:
+        mark_order_failed(order, result.failure_code or "declined", result.failure_message,
+                          actor=actor)
+    else:
+        _update_order(order, sa.true(), gateway_said=SAID_NOT_COMPLETED)
+
+
+def continue_checkout(user: User, reference: str) -> tuple[Order, CheckoutStart | None]:
+    """The checkout an unfinished order opened, to pay it now: (order, where to go),
+    or (order, None) when it can no longer be paid (paid, closed or expired)."""
+    order = order_for_user(user, reference)
+    if order.status != ORDER_PENDING or checkout_expired(order):
+        return order, None
+    return order, _resume_checkout(order)
+
+
+def unpaid_refusal(order: Order) -> TiffinError:
+    """What the success page says about an order we have not been paid for (yet)."""
+    state = checkout_state(order)
+    reference, slug = order.reference, _retry_slug(order)
+    if state in (CONFIRMING, UNKNOWN):
+        since = order.returned_at or order.created_at
+        page = {"state": state, "refresh": utcnow() < since + timedelta(
+            minutes=current_app.config["PENDING_REFRESH_MINUTES"])}
+        if state == UNKNOWN:
+            page.update(headline="We could not reach the payment provider yet to confirm "
+                                 "your payment.",
+                        next_step="If you paid, there is no need to pay again: this page checks "
+                                  "again by itself, and we email you as soon as it is confirmed.")
+        return TiffinError("PAYMENT_PENDING_CONFIRMATION", f"order {reference} {state}",
+                           order_reference=reference, page=page)
+    if state == WAITING:
+        return TiffinError("PAYMENT_AWAITING_SHOPPER", f"order {reference} awaits payment",
+                           order_reference=reference, retry_plan_slug=slug, page={
+                               "state": state, "continue_url": url_for(
+                                   "checkout.continue_payment", reference=reference)
+                               if _resume_checkout(order) else None})
+    if state == EXPIRED:
+        return TiffinError("PAYMENT_NOT_COMPLETED", f"order {reference} checkout expired",
+                           order_reference=reference, retry_plan_slug=slug, page={
+                               "state": state,
+                               "headline": "Not completed — you were not charged.",
+                               "next_step": "This checkout expired before a payment was made. "
+                                            "Start again from the plan if you still want it."})
+    if order.status == ORDER_NEEDS_REVIEW:
+        code = order.failure_code if order.failure_code in CATALOGUE else "PAYMENT_AMOUNT_MISMATCH"
+        return TiffinError(code, f"order {reference} needs review", order_reference=reference)
+    if state == DECLINED_STATE:
+        return TiffinError("PAYMENT_DECLINED", f"order {reference} declined",
+                           order_reference=reference, shopper_detail=order.failure_message,
+                           retry_plan_slug=slug)
+    return TiffinError("PAYMENT_NOT_COMPLETED", f"order {reference} is {order.status}",
+                       order_reference=reference, retry_plan_slug=slug,
+                       page={"state": state} if state else None)
+
+
+def account_history(user: User, now=None) -> tuple[list[Order], list[tuple[Order, str]]]:
+    """The account page's two lists: orders (paid, refunded, in review) and, apart
+    from them, unfinished checkouts with their state, newest first."""
+    rows = db.session.scalars(sa.select(Order).where(Order.user_id == user.id)
+                              .order_by(Order.created_at.desc(), Order.id.desc()).limit(100)).all()
+    orders = [o for o in rows if o.status not in UNFINISHED][:50]
+    checkouts = [(o, checkout_state(o, now)) for o in rows if o.status in UNFINISHED][:20]
+    return orders, checkouts
 
 
 def order_for_user(user: User, reference: str) -> Order:

@@ -198,7 +198,7 @@ class FakeRazorpay:
                "notes": body.get("notes") or [], "charge_at": None, "start_at": None,
                "end_at": None, "auth_attempts": 0, "total_count": total, "paid_count": 0,
                "customer_notify": bool(body.get("customer_notify", 1)),
-               "created_at": int(time.time()), "expire_by": None,
+               "created_at": int(time.time()), "expire_by": body.get("expire_by"),
                "short_url": "https://rzp.io/i/" + secrets.token_hex(4),
                "has_scheduled_changes": False, "change_scheduled_at": None, "source": "api",
                "payment_method": None, "offer_id": None, "remaining_count": total}

@@ -121,6 +121,10 @@ class FakeStripe:
         m = re.fullmatch(r"/v1/checkout/sessions(?:/([^/]+))?", path)
         if m:
             if method == "POST" and not m.group(1):
+                if self._expires_at(params) is None:
+                    return _error(400, "The `expires_at` timestamp must be between 30 minutes "
+                                  "and 24 hours from Checkout Session creation.",
+                                  code="parameter_invalid_integer")
                 return _json(self.create_session(params))
             if method == "GET" and m.group(1):
                 s = self.sessions.get(m.group(1))
@@ -187,13 +191,22 @@ class FakeStripe:
             "metadata": params.get("metadata") or {},
             "success_url": params["success_url"], "cancel_url": params["cancel_url"],
             "url": f"https://checkout.stripe.com/c/pay/{sid}",
-            "created": int(time.time()), "expires_at": int(time.time()) + 86400,
+            "created": int(time.time()), "expires_at": self._expires_at(params),
             "livemode": self.livemode, "payment_intent": None, "subscription": None,
             "invoice": None, "line_items_spec": params["line_items"],
             "subscription_data_metadata": (params.get("subscription_data") or {}).get("metadata"),
         }
         self.sessions[sid] = session
         return session
+
+    @staticmethod
+    def _expires_at(params: dict) -> int | None:
+        """Stripe refuses an expires_at outside 30 minutes to 24 hours from now (None)."""
+        now = int(time.time())
+        if params.get("expires_at") in (None, ""):
+            return now + 86400
+        expires_at = int(params["expires_at"])
+        return expires_at if now + 1800 <= expires_at <= now + 86400 else None
 
     def list_sessions(self, params: dict) -> dict:
         data = sorted(self.sessions.values(), key=lambda s: s["created"], reverse=True)
