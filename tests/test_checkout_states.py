@@ -396,3 +396,27 @@ def test_declined_session_shows_its_outcome_and_takes_no_second_submission(clien
     assert "Your card has expired." in again.text
     assert second.status_code == 409
     assert _order().status == "failed" and count(Subscription) == 0
+
+
+def test_expired_checkouts_are_closed_by_the_cli_and_the_account_page(client, auth, runner):
+    auth.register()
+    gateway_page(client)
+    first = _order()
+    gateway_page(client, "meal-pack-5")
+    confirming = _order()
+    confirming.authorized_at = datetime.now(timezone.utc)
+    db.session.commit()
+    with time_machine.travel(datetime.now(timezone.utc) + timedelta(minutes=61), tick=False):
+        result = runner.invoke(args=["orders", "expire-checkouts"])
+        gateway_page(client)
+        fresh = _order()
+    assert result.exit_code == 0 and "Closed 1 expired checkout(s)" in result.output
+    db.session.expire_all()
+    assert db.session.get(Order, first.id).status == "canceled"
+    assert db.session.get(Order, first.id).failure_code == "checkout_expired"
+    assert db.session.get(Order, confirming.id).status == "pending"  # money may have moved
+    with time_machine.travel(datetime.now(timezone.utc) + timedelta(minutes=200), tick=False):
+        page = client.get("/account/").text
+    assert db.session.get(Order, fresh.id).status == "canceled"
+    assert page.count("Not completed — not charged") == 2
+    assert "Payment received — confirming" in page

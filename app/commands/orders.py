@@ -3,6 +3,7 @@ import click
 from flask.cli import with_appcontext
 
 from app.errors import TiffinError
+from app.services.checkout import expire_checkouts
 from app.services.refunds import RefundRefused, refund_order
 
 
@@ -24,3 +25,11 @@ def refund_command(reference, amount_minor):
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Refund {outcome.refund_id}: {outcome.amount_minor} {outcome.order.currency} "
                f"for {reference} is {outcome.gateway_status}; order is {outcome.order_status}.")
+
+
+@orders_group.command("expire-checkouts")
+@with_appcontext
+def expire_checkouts_command():
+    """Close checkouts past CHECKOUT_EXPIRY_MINUTES with nothing received (exit 0)."""
+    closed = expire_checkouts(actor="cli:orders-expire-checkouts")
+    click.echo(f"Closed {closed} expired checkout(s): not completed, not charged.")

@@ -295,27 +295,17 @@ def check_order(user: User, reference: str) -> Order:
                                    Order.gateway_checked_at <= cutoff),
                      gateway_checked_at=now):
         _ask_gateway(order, user)
-    order = order_for_user(user, reference)
-    if order.status == ORDER_PENDING and order.gateway_said == SAID_NOT_COMPLETED \
-            and order.authorized_at is None and checkout_expired(order, now):
-        if _update_order(order, sa.and_(Order.status == ORDER_PENDING,
-                                        Order.gateway_said == SAID_NOT_COMPLETED), commit=False,
-                         status=ORDER_CANCELED, failure_code=CHECKOUT_EXPIRED):
-            audit.record(f"user:{user.id}", "checkout_expired", "order", order.id,
-                         user_id=user.id, order_id=order.id)
-        db.session.commit()
-        order = order_for_user(user, reference)
-    return order
+    expire_checkouts(user_id=user.id, now=now, actor=f"user:{user.id}")
+    return order_for_user(user, reference)
 
 
-def _update_order(order: Order, condition, *, commit: bool = True, **values) -> bool:
-    """Set `values` on an unfinished order if `condition` still holds (and commit).
+def _update_order(order: Order, condition, **values) -> bool:
+    """Set `values` on an unfinished order if `condition` still holds, and commit.
     True when this call changed it: the compare-and-set other workers lose."""
     changed = db.session.execute(
         sa.update(Order).where(Order.id == order.id, Order.status.in_(UNFINISHED), condition)
         .values(**values).execution_options(synchronize_session=False)).rowcount
-    if commit:
-        db.session.commit()
+    db.session.commit()
     return changed == 1
 
 
@@ -393,9 +383,42 @@ def unpaid_refusal(order: Order) -> TiffinError:
                        page={"state": state} if state else None)
 
 
+def expire_checkouts(*, user_id: int | None = None, now=None, actor: str = "system") -> int:
+    """Close pending orders whose checkout lifetime passed with nothing received (the
+    gateway never said otherwise): cancelled with failure_code checkout_expired, so
+    they read "Not completed — you were not charged". An order whose payment is
+    authorised or being confirmed, or whose gateway could not be asked, stays pending.
+    A late payment for a closed one is still honoured (the helper fulfils cancelled
+    orders). Returns how many were closed; one transaction.
+    """
+    now = now or utcnow()
+    lapsed = sa.and_(Order.status == ORDER_PENDING, Order.checkout_expires_at <= now,
+                     Order.authorized_at.is_(None),
+                     sa.or_(Order.gateway_said.is_(None), Order.gateway_said == SAID_NOT_COMPLETED))
+    if user_id is not None:
+        lapsed = sa.and_(lapsed, Order.user_id == user_id)
+    # Look before writing: most views of the account page have nothing to close.
+    candidates = db.session.execute(sa.select(Order.id, Order.user_id).where(lapsed)).all()
+    if not candidates:
+        return 0
+    ids = [order_id for order_id, _ in candidates]
+    closed = db.session.execute(
+        sa.update(Order).where(lapsed, Order.id.in_(ids))
+        .values(status=ORDER_CANCELED, failure_code=CHECKOUT_EXPIRED)
+        .returning(Order.id, Order.user_id).execution_options(synchronize_session=False)).all()
+    if closed:
+        audit.record_all([audit.entry(actor, "checkout_expired", "order", order_id,
+                                      user_id=owner, order_id=order_id)
+                          for order_id, owner in closed])
+    db.session.commit()
+    return len(closed)
+
+
 def account_history(user: User, now=None) -> tuple[list[Order], list[tuple[Order, str]]]:
     """The account page's two lists: orders (paid, refunded, in review) and, apart
-    from them, unfinished checkouts with their state, newest first."""
+    from them, unfinished checkouts with their state, newest first. Checkouts whose
+    lifetime passed are closed first."""
+    expire_checkouts(user_id=user.id, now=now, actor=f"user:{user.id}")
     rows = db.session.scalars(sa.select(Order).where(Order.user_id == user.id)
                               .order_by(Order.created_at.desc(), Order.id.desc()).limit(100)).all()
     orders = [o for o in rows if o.status not in UNFINISHED][:50]
