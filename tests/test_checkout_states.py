@@ -11,9 +11,10 @@ import time_machine
 from app.errors import TiffinError
 from app.extensions import db
 from app.gateways.test import OUTCOME_NO_REDIRECT, OUTCOME_NO_WEBHOOK, TestGateway
-from app.models import Order, Subscription, TestGatewayPayment
+from app.models import Order, Subscription, TestGatewayPayment, User
+from app.services.checkout import check_order
 from tests.conftest import count, form_token, user
-from tests.flows import gateway_page, pay, start_checkout
+from tests.flows import gateway_page, pay
 
 
 def _order() -> Order:
@@ -420,3 +421,33 @@ def test_expired_checkouts_are_closed_by_the_cli_and_the_account_page(client, au
     assert db.session.get(Order, fresh.id).status == "canceled"
     assert page.count("Not completed — not charged") == 2
     assert "Payment received — confirming" in page
+
+
+# --- across workers (PostgreSQL, real threads) -------------------------------------
+def test_concurrent_pending_pages_ask_the_gateway_once_and_fulfil_once(pg_only, app, client, auth,
+                                                                       lookups):
+    auth.register()
+    order = _paid_at_gateway_but_nothing_arrived(client)
+    user_id, reference = order.user_id, order.reference
+    db.session.remove()
+    barrier, errors = threading.Barrier(6), []
+
+    def look():
+        with app.app_context():
+            try:
+                shopper = db.session.get(User, user_id)
+                barrier.wait()
+                check_order(shopper, reference)
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=look) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert lookups == [reference]  # one question to the gateway, whoever won
+    assert _order().status == "paid" and count(Subscription) == 1
+    assert user().meal_credits == 20

@@ -349,13 +349,19 @@ def unpaid_refusal(order: Order) -> TiffinError:
     reference, slug = order.reference, _retry_slug(order)
     if state in (CONFIRMING, UNKNOWN):
         since = order.returned_at or order.created_at
-        page = {"state": state, "refresh": utcnow() < since + timedelta(
-            minutes=current_app.config["PENDING_REFRESH_MINUTES"])}
+        refresh_for = timedelta(minutes=current_app.config["PENDING_REFRESH_MINUTES"])
+        refresh = utcnow() < since + refresh_for
+        page = {"state": state, "refresh": refresh}
         if state == UNKNOWN:
-            page.update(headline="We could not reach the payment provider yet to confirm "
-                                 "your payment.",
-                        next_step="If you paid, there is no need to pay again: this page checks "
-                                  "again by itself, and we email you as soon as it is confirmed.")
+            page["headline"] = "We could not reach the payment provider yet to confirm your payment."
+        elif not refresh:
+            page["headline"] = "Your payment has been received and is still being confirmed."
+        if not refresh:
+            page["next_step"] = ("Press “Check again” to look now, or see your account page "
+                                 "later. If you paid, there is no need to pay again.")
+        elif state == UNKNOWN:
+            page["next_step"] = ("If you paid, there is no need to pay again: this page checks "
+                                 "again by itself, and we email you as soon as it is confirmed.")
         return TiffinError("PAYMENT_PENDING_CONFIRMATION", f"order {reference} {state}",
                            order_reference=reference, page=page)
     if state == WAITING:
