@@ -71,13 +71,18 @@ def _empty_tables():
                 conn.execute(sa.text(f"DELETE FROM {name}"))
 
 
+def reset_shop(prepare=None) -> None:
+    """Empty every table and seed the catalogue (inside an app context)."""
+    _empty_tables()
+    seed_catalogue()
+    if prepare is not None:
+        prepare()
+
+
 def serve_app(app, prepare=None):
     """Yield `app` inside its context on an emptied, seeded database (for app fixtures)."""
     with app.app_context():
-        _empty_tables()
-        seed_catalogue()
-        if prepare is not None:
-            prepare()
+        reset_shop(prepare)
         yield app
         db.session.remove()
         db.engine.dispose()

@@ -153,6 +153,13 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
     if result.status == PENDING:
         if result.raw.get("authorized"):
             mark_order_authorized(order, at=result.created_at or utcnow(), actor=f"user:{user.id}")
+        elif order.status == ORDER_FAILED:
+            # The bank's decline already reached us (Stripe's async payment failed): the
+            # session still reads "complete, unpaid", but nothing is being confirmed.
+            raise TiffinError("PAYMENT_DECLINED", f"order {order.reference} {order.failure_code}",
+                              order_reference=order.reference,
+                              shopper_detail=order.failure_message,
+                              retry_plan_slug=order.meal_plan.slug)
         raise TiffinError("PAYMENT_PENDING_CONFIRMATION", f"order {order.reference} still processing",
                           order_reference=order.reference)
     if result.status == DECLINED:

@@ -37,14 +37,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def fake_stripe(httpserver):
-    fake = FakeStripe(httpserver)
+def stripe_with_prices(server) -> FakeStripe:
+    """A FakeStripe on `server` holding the catalogue's prices (see PRICE_IDS)."""
+    fake = FakeStripe(server)
     fake.add_price("price_lunch", 299900)
     fake.add_price("price_family", 549900)
     fake.add_price("price_trial", 89900, interval="week")
     fake.add_price("price_pack5", 79900, interval=None)
     return fake
+
+
+@pytest.fixture
+def fake_stripe(httpserver):
+    return stripe_with_prices(httpserver)
 
 
 @pytest.fixture

@@ -1,0 +1,24 @@
+"""The payment state machine, explored by Hypothesis (see machine.py), and the
+shrunk sequences it found, kept as plain regression tests."""
+from __future__ import annotations
+
+from hypothesis.stateful import run_state_machine_as_test
+
+from tests.statemachine.conftest import machine_settings
+from tests.statemachine.machine import PaymentMachine, Replay
+
+
+def test_payment_machine_keeps_the_promise_under_every_interleaving(shop):
+    run_state_machine_as_test(lambda: PaymentMachine(shop), settings=machine_settings())
+
+
+def test_a_return_after_the_bank_declined_an_async_stripe_payment_says_declined(shop):
+    """Found by the machine: Stripe's session still reads "complete, unpaid" after its
+    async payment failed, and the return page said "received, being confirmed" (202)."""
+    state = Replay(shop)
+    state.a_shopper_starts_a_checkout(gateway="stripe", plan="meal-pack-5", shopper=0)
+    state.the_gateway_authorises_late(checkout=0)
+    state.the_gateway_declines(checkout=0)
+    state.a_webhook_copy_arrives(copy=1, crash=False)  # checkout.session.async_payment_failed
+    state.the_shoppers_browser_comes_back(checkout=0)
+    state.teardown()
