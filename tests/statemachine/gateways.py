@@ -86,10 +86,13 @@ class TestSide:
         response = start_checkout(client, slug, gateway="test")
         if response.status_code != 303:
             return response, None
+        return response, self.checkout_from(response, user_id, slug)
+
+    def checkout_from(self, response, user_id, slug) -> Checkout:
+        """The checkout whose hosted page `response` sends the shopper to (their newest order)."""
         reference, gateway_order_id, kind = latest_order(self.world.app, user_id)
-        checkout = Checkout(0, "test", slug, reference, gateway_order_id, kind != "addon",
-                            page=response.location)
-        return response, checkout
+        return Checkout(0, "test", slug, reference, gateway_order_id, kind != "addon",
+                        page=response.location)
 
     def _session(self, checkout):
         token = checkout.page.rsplit("/", 1)[1]
