@@ -198,10 +198,12 @@ def fix_subscriptions_command(mode, dry_run, as_json):
 
 
 @fix_group.command("sync-status")
+@click.option("--fix", "_fix", is_flag=True,
+              help="Apply the repair (the default; accepted like `fix subscriptions --fix`).")
 @click.option("--dry-run", is_flag=True, help="Show the diff, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @with_appcontext
-def sync_status_command(dry_run, as_json):
+def sync_status_command(_fix, dry_run, as_json):
     """Recompute each user's status from the subscriptions and credits from the ledger.
 
     \b

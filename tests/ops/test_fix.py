@@ -97,7 +97,8 @@ def test_sync_status_dry_run_shows_diff_then_syncs(shop, runner):
     db.session.expire_all()
     assert _snapshot() == before
 
-    assert runner.invoke(args=["fix", "sync-status"]).exit_code == 0
+    # `--fix` is accepted too (as for `fix subscriptions`); repairing is the default.
+    assert runner.invoke(args=["fix", "sync-status", "--fix"]).exit_code == 0
     db.session.expire_all()
     ben = db.session.get(User, shop["ben"].user_id)
     assert ben.subscription_status == "active" and ben.addon_meal_credits == 5

@@ -10,6 +10,7 @@ Hypothesis profiles (pick one with TIFFIN_HYPOTHESIS_PROFILE):
   ci-postgres  the default on PostgreSQL: fewer still
   dev          while working on the machine: a few random examples
   deep         nightly: random, many long examples, no deadline
+TIFFIN_HYPOTHESIS_EXAMPLES sets how many examples dev and deep run.
 """
 from __future__ import annotations
 
@@ -39,14 +40,16 @@ PASSWORD = "correct horse 1"
 FAST_PASSWORD_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+_EXAMPLES = os.environ.get("TIFFIN_HYPOTHESIS_EXAMPLES")  # overrides dev's and deep's count
 settings.register_profile("ci", max_examples=20, stateful_step_count=25, deadline=None,
                           derandomize=True, database=None, print_blob=True,
                           suppress_health_check=_QUIET)
 settings.register_profile("ci-postgres", settings.get_profile("ci"), max_examples=8)
-settings.register_profile("dev", settings.get_profile("ci"), max_examples=int(os.environ.get("TIFFIN_HYPOTHESIS_EXAMPLES", 10)),
-                          derandomize=False)
-settings.register_profile("deep", max_examples=100_000, stateful_step_count=60, deadline=None,
-                          derandomize=False, print_blob=True, suppress_health_check=_QUIET)
+settings.register_profile("dev", settings.get_profile("ci"), derandomize=False,
+                          max_examples=int(_EXAMPLES or 10))
+settings.register_profile("deep", max_examples=int(_EXAMPLES or 100_000), stateful_step_count=60,
+                          deadline=None, derandomize=False, print_blob=True,
+                          suppress_health_check=_QUIET)
 
 
 def machine_settings() -> settings:

@@ -128,6 +128,9 @@ class TestSide:
         self.world.send(self._event(checkout, "payment.failed", reason="card_declined"))
         checkout.state = DECLINED
 
+    def refunded_by_the_shop(self, payment_id, amount):
+        self.payments[payment_id]["refunded"] += amount
+
     def time_out(self, client, checkout):
         checkout.state = EXPIRED  # the shopper closed the hosted page
 
@@ -262,6 +265,10 @@ class StripeSide:
         return next(p["payment"]["payment_intent"] for p in self.fake.invoice_payments
                     if p["invoice"] == key)
 
+    def refunded_by_the_shop(self, key, amount):
+        """`flask orders refund` asked Stripe; Stripe confirms it with charge.refunded."""
+        self.refund_at_gateway(key, amount)
+
     def refund_at_gateway(self, key, amount):
         self.refunded[key] = self.refunded.get(key, 0) + amount
         total = self._full_amount(key)
@@ -395,8 +402,9 @@ class RazorpaySide:
         self.world.send(self._event("refund.processed", refund=refund,
                                     payment=self.fake.payments[payment_id]))
 
-    def refunded_by_the_shop(self, payment_id):
-        """`flask orders refund` asked for it; Razorpay confirms it by webhook too."""
+    def refunded_by_the_shop(self, payment_id, amount):
+        """`flask orders refund` asked for it (the fake keeps the amount); Razorpay
+        confirms it by webhook too."""
         refund = [r for r in self.fake.refunds.values() if r["payment_id"] == payment_id][-1]
         self.world.send(self._event("refund.processed", refund=refund,
                                     payment=self.fake.payments[payment_id]))
