@@ -159,7 +159,7 @@ def confirm_return(gateway_name: str, user: User, params: Mapping) -> Fulfilment
             raise TiffinError("PAYMENT_DECLINED", f"order {order.reference} {order.failure_code}",
                               order_reference=order.reference,
                               shopper_detail=order.failure_message,
-                              retry_plan_slug=order.meal_plan.slug)
+                              retry_plan_slug=_retry_slug(order))
         raise TiffinError("PAYMENT_PENDING_CONFIRMATION", f"order {order.reference} still processing",
                           order_reference=order.reference)
     if result.status == DECLINED:

@@ -108,14 +108,20 @@ class TestSide:
         return Delivery("test", json.loads(body)["id"], event_type, body, headers,
                         settles=(("test", pid),) if pid else ())
 
-    def _hosted_page(self, client, checkout, **form):
+    def _hosted_page(self, client, checkout, **form) -> dict | None:
+        """Submit the hosted page; the return's parameters, or None when the session expired."""
         r = client.post(checkout.page, data=form)
-        assert r.status_code == 303, r.text
+        if r.status_code == 410:
+            checkout.state = EXPIRED
+            return None
+        assert r.status_code == 303, (r.status_code, r.text[:500])
         checkout.returns.append(("GET", r.location, None))
         return return_params(r.location)
 
     def pay(self, client, checkout):
         params = self._hosted_page(client, checkout, outcome="pay")
+        if params is None:
+            return
         checkout.payment_id = params["payment_id"]
         amount = self._session(checkout)["amount_minor"]
         self.payments[checkout.payment_id] = {"amount": amount, "refunded": 0}
@@ -124,7 +130,8 @@ class TestSide:
         checkout.state = PAID
 
     def decline(self, client, checkout):
-        self._hosted_page(client, checkout, outcome="decline", reason="card_declined")
+        if self._hosted_page(client, checkout, outcome="decline", reason="card_declined") is None:
+            return
         self.world.send(self._event(checkout, "payment.failed", reason="card_declined"))
         checkout.state = DECLINED
 
