@@ -1,8 +1,6 @@
 """Tiffin: a Flask storefront for meal-plan subscriptions."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -36,9 +34,9 @@ def create_app(config: str | dict | None = None) -> Flask:
 
 
 def configure_logging(app: Flask) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app import logs
+
+    logs.configure(app)
 
 
 def register_extensions(app: Flask) -> None:
@@ -87,12 +85,15 @@ def register_blueprints(app: Flask) -> None:
     from app.account.routes import bp as account_bp
     from app.auth.routes import bp as auth_bp
     from app.checkout.routes import bp as checkout_bp
+    from app.ops.routes import bp as ops_bp
+    from app.probes.routes import bp as probes_bp
     from app.payments.routes import bp as payments_bp
     from app.storefront.routes import bp as storefront_bp
     from app.test_gateway.routes import bp as test_gateway_bp
     from app.webhooks.routes import bp as webhooks_bp
 
-    for bp in (storefront_bp, auth_bp, account_bp, checkout_bp, payments_bp, webhooks_bp):
+    for bp in (storefront_bp, auth_bp, account_bp, checkout_bp, payments_bp, webhooks_bp,
+               probes_bp, ops_bp):
         app.register_blueprint(bp)
     if app.config["TEST_GATEWAY_ENABLED"]:
         app.register_blueprint(test_gateway_bp)

@@ -104,6 +104,14 @@ def load_config(env_name: str | None = None) -> dict:
         "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "Tiffin <no-reply@tiffin.example>"),
         "MAIL_TIMEOUT_SECONDS": _int("MAIL_TIMEOUT_SECONDS", 10),
         "NOTIFICATION_MAX_ATTEMPTS": _int("NOTIFICATION_MAX_ATTEMPTS", 10),
+        # Logs: JSON lines by default (LOG_FORMAT=text for plain lines while developing)
+        "LOG_FORMAT": get("LOG_FORMAT", "json").lower(),
+        "LOG_LEVEL": get("LOG_LEVEL", "INFO").upper(),
+        # /metrics: from these addresses/networks, or with `Authorization: Bearer METRICS_TOKEN`
+        "METRICS_ALLOWED_IPS": get("METRICS_ALLOWED_IPS", ""),
+        "METRICS_TOKEN": get("METRICS_TOKEN", ""),
+        # The console's "run the monitor now" works in a background thread; tests run it inline.
+        "OPS_MONITOR_INLINE": _bool(get("OPS_MONITOR_INLINE"), default=env == "testing"),
         # Alerts
         "ALERT_EMAIL": get("ALERT_EMAIL", ""),
         "ALERT_WEBHOOK_URL": get("ALERT_WEBHOOK_URL", ""),

@@ -6,12 +6,12 @@ the shopper, what they can do next, and a hint for the operator reading logs.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 from flask import g, jsonify, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 
+from app.logs import new_request_id
 from app.webhooks import PATH_PREFIX
 
 log = logging.getLogger("tiffin.errors")
@@ -112,6 +112,14 @@ _CODES = [
               "You have started several checkouts in a short time.",
               "Wait a minute, then try again.",
               "CHECKOUT_RATE_LIMIT exceeded for this user."),
+    ErrorCode("OPS_FORBIDDEN", 403,
+              "This page is for Tiffin's operators only.",
+              "Go back to the shop. If you run this shop, ask an operator to grant you the role.",
+              "Signed-in user without the operator role asked for /ops/; "
+              "grant it with `flask users grant-operator EMAIL`."),
+    ErrorCode("METRICS_FORBIDDEN", 403,
+              "Forbidden.", "",
+              "/metrics asked from outside METRICS_ALLOWED_IPS without the METRICS_TOKEN bearer token."),
     ErrorCode("PAGE_NOT_FOUND", 404,
               "We could not find that page.", "Go back to the shop.", "No such route."),
     ErrorCode("INTERNAL_ERROR", 500,
@@ -120,6 +128,7 @@ _CODES = [
               "Unhandled exception; search the logs for the support reference."),
 ]
 CATALOGUE: dict[str, ErrorCode] = {c.code: c for c in _CODES}
+JSON_PATHS = ("/healthz", "/readyz", "/metrics")  # machines get JSON errors, not a page
 
 
 class TiffinError(Exception):
@@ -146,9 +155,10 @@ class TiffinError(Exception):
 
 
 def support_reference() -> str:
-    if "support_ref" not in g:
-        g.support_ref = "REF-" + uuid.uuid4().hex[:10].upper()
-    return g.support_ref
+    """The request id (app/logs.py): the same string is on every log line of this request."""
+    if "request_id" not in g:
+        g.request_id = new_request_id()
+    return g.request_id
 
 
 def render_error(code: str, *, order_reference=None, shopper_detail=None, status=None,
@@ -156,7 +166,7 @@ def render_error(code: str, *, order_reference=None, shopper_detail=None, status
     """Render the error page (or JSON for webhook routes) for a catalogue code."""
     entry = CATALOGUE[code]
     ref = support_reference()
-    if request.path.startswith(PATH_PREFIX):
+    if request.path.startswith(PATH_PREFIX) or request.path in JSON_PATHS:
         return jsonify(error=code, support_reference=ref), status or entry.http_status
     page = page or {}
     refresh = page.get("refresh", True)

@@ -41,7 +41,9 @@ limiter = Limiter(key_func=_rate_limit_key, default_limits=[], swallow_errors=Tr
 @limiter.request_filter
 def _webhooks_are_never_throttled() -> bool:
     """Gateways retry on their own schedule; throttling them would only delay payments.
+    Probes (/healthz, /readyz, /metrics) are never throttled either: a load balancer
+    that is refused takes the shop out of service.
     (A filter rather than an exemption: it ends the limiter's work before it starts.)"""
     from flask import request
 
-    return request.blueprint == "webhooks"
+    return request.blueprint in ("webhooks", "probes")

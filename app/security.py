@@ -14,6 +14,7 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from app.config import ConfigError
+from app.probes import PATHS as PROBE_PATHS
 from app.webhooks import PATH_PREFIX
 
 CSP = {
@@ -50,10 +51,10 @@ HSTS = "max-age=31536000; includeSubDomains"
 class ShopperSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, except on gateway callbacks to /webhooks/: a gateway
     carries no shopper's cookie, so those requests neither read nor set one (and each
-    delivery skips building the cookie signer)."""
+    delivery skips building the cookie signer). Probes (/healthz, /readyz, /metrics) the same."""
 
     def open_session(self, app, request):
-        if request.path.startswith(PATH_PREFIX):
+        if request.path.startswith(PATH_PREFIX) or request.path in PROBE_PATHS:
             return self.make_null_session(app)
         return super().open_session(app, request)
 
@@ -82,6 +83,7 @@ def register_security(app: Flask) -> None:
 
 def check_security_config(cfg) -> None:
     """Raise ConfigError for a malformed allow-list, or insecure cookies / no CSRF in production."""
+    from app.services.health import allowed_metrics_networks
     from app.webhooks.source import parse_allowed_ips
 
     problems = []
@@ -89,6 +91,10 @@ def check_security_config(cfg) -> None:
         parse_allowed_ips(cfg.get("WEBHOOK_ALLOWED_IPS", ""))
     except ValueError as exc:
         problems.append(str(exc))
+    try:
+        allowed_metrics_networks(cfg.get("METRICS_ALLOWED_IPS", ""))
+    except ValueError as exc:
+        problems.append(f"METRICS_ALLOWED_IPS: {exc}")
     if cfg.get("TIFFIN_ENV") == "production":
         for name in ("SESSION_COOKIE_SECURE", "REMEMBER_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY",
                      "WTF_CSRF_ENABLED"):

@@ -1,13 +1,29 @@
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from app.services.catalogue import seed_catalogue
 
 
 @click.command("seed")
+@click.option("--demo", is_flag=True,
+              help="Development only: also create demo accounts and print their credentials.")
 @with_appcontext
-def seed_command():
+def seed_command(demo):
     """Add the starter meal plans and add-on pack (only those missing)."""
     added = seed_catalogue()
     click.echo(f"Seeded {len(added)} plan(s): {', '.join(added)}" if added
                else "Catalogue already seeded; nothing to add.")
+    if demo:
+        if current_app.config["TIFFIN_ENV"] != "development":
+            raise click.ClickException("--demo creates accounts with known passwords; "
+                                       "it runs only with TIFFIN_ENV=development")
+        seed_demo_operator()
+
+
+def seed_demo_operator() -> None:
+    """The demo operator for the console at /ops/ (development only)."""
+    from app.services.accounts import ensure_demo_operator
+
+    email, password = ensure_demo_operator()
+    click.echo(f"Demo operator: {email} / password {password} (console at /ops/)")

@@ -93,6 +93,9 @@ class Order(db.Model):
         sa.Index("ix_orders_gateway_created", "gateway", "created_at"),
         sa.Index("ix_orders_parent", "parent_order_id"),
         sa.Index("ix_orders_status_authorized", "status", "authorized_at"),
+        # The console: paid orders and revenue per day, and search by gateway customer id.
+        sa.Index("ix_orders_paid_at", "paid_at"),
+        sa.Index("ix_orders_gateway_customer", "gateway_customer_id"),
         # The monitor's "metadata names another user" check reads only these rows.
         sa.Index("ix_orders_metadata_user_mismatch", "id",
                  sqlite_where=sa.text(_METADATA_MISMATCH), postgresql_where=sa.text(_METADATA_MISMATCH)),

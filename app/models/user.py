@@ -7,6 +7,11 @@ from app.extensions import db
 from app.models.types import UTCDateTime, utcnow
 
 
+ROLE_SHOPPER = "shopper"
+ROLE_OPERATOR = "operator"  # may use the operator console under /ops/
+ROLES = (ROLE_SHOPPER, ROLE_OPERATOR)
+
+
 class User(UserMixin, db.Model):
     """A shopper. `subscription_status` and the credit balances are denormalised
     copies kept in step by the services (the monitor checks they agree)."""
@@ -23,6 +28,9 @@ class User(UserMixin, db.Model):
     addon_meal_credits: Mapped[int] = mapped_column(default=0, server_default="0")
     stripe_customer_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     razorpay_customer_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    # Granted and revoked only by `flask users grant-operator/revoke-operator` (audited).
+    role: Mapped[str] = mapped_column(sa.String(20), default=ROLE_SHOPPER,
+                                      server_default=ROLE_SHOPPER)
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[object | None] = mapped_column(UTCDateTime)
 
@@ -33,7 +41,12 @@ class User(UserMixin, db.Model):
     __table_args__ = (
         sa.CheckConstraint("plan_meal_credits >= 0", name="plan_credits_non_negative"),
         sa.CheckConstraint("addon_meal_credits >= 0", name="addon_credits_non_negative"),
+        sa.CheckConstraint("role IN ('shopper', 'operator')", name="role_known"),
     )
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == ROLE_OPERATOR
 
     @property
     def meal_credits(self) -> int:
@@ -51,3 +64,7 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+# The console's search by name prefix, case-insensitive as people type it.
+sa.Index("ix_users_name_lower", sa.func.lower(User.name))

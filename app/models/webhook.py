@@ -39,6 +39,7 @@ class WebhookEvent(db.Model):
         sa.UniqueConstraint("gateway", "event_id", name="uq_webhook_events_gateway_event"),
         sa.Index("ix_webhook_events_status_next", "status", "next_attempt_at"),
         sa.Index("ix_webhook_events_gateway_received", "gateway", "received_at"),
+        sa.Index("ix_webhook_events_received", "received_at"),  # the console's inbox, newest first
     )
 
     def __repr__(self) -> str:
@@ -61,4 +62,7 @@ class WebhookDeliveryAttempt(db.Model):
 
     event = relationship("WebhookEvent", back_populates="delivery_attempts")
 
-    __table_args__ = (sa.Index("ix_webhook_delivery_attempts_event", "webhook_event_id"),)
+    __table_args__ = (
+        sa.Index("ix_webhook_delivery_attempts_event", "webhook_event_id"),
+        sa.Index("ix_webhook_delivery_attempts_started", "started_at"),  # deliveries per hour
+    )

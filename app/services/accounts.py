@@ -100,3 +100,49 @@ def delete_account(user: User, password: str) -> User:
 
 class WrongPassword(ValueError):
     pass
+
+
+class UnknownUser(LookupError):
+    """No account has this email."""
+
+
+def set_role(email: str, role: str, *, actor: str) -> tuple[User, str]:
+    """Give the account `email` the role `role`; returns the user and its previous role.
+
+    One transaction with an audit entry (before and after). Raises UnknownUser.
+    """
+    user = db.session.scalars(sa.select(User).where(User.email == normalise_email(email))
+                              .with_for_update()).first()
+    if user is None or user.deleted_at is not None:
+        db.session.rollback()
+        raise UnknownUser(email)
+    before = user.role
+    if before != role:
+        user.role = role
+        audit.record(actor, "role_changed", "user", user.id, user_id=user.id,
+                     before={"role": before}, after={"role": role})
+    db.session.commit()
+    return user, before
+
+
+DEMO_OPERATOR_EMAIL = "operator@tiffin.example"
+DEMO_OPERATOR_PASSWORD = "tiffin-operator-demo"
+
+
+def ensure_demo_operator() -> tuple[str, str]:
+    """Create (or restore) the development demo operator; returns its email and password.
+
+    Callers check the environment first: a known password must never exist in production.
+    """
+    user = db.session.scalars(sa.select(User).where(User.email == DEMO_OPERATOR_EMAIL)).first()
+    if user is None:
+        user = User(email=DEMO_OPERATOR_EMAIL, name="Demo Operator")
+        db.session.add(user)
+    before = user.role
+    user.set_password(DEMO_OPERATOR_PASSWORD)
+    user.role = "operator"
+    db.session.flush()
+    audit.record("cli:seed", "role_changed", "user", user.id, user_id=user.id,
+                 before={"role": before}, after={"role": "operator"}, demo=True)
+    db.session.commit()
+    return DEMO_OPERATOR_EMAIL, DEMO_OPERATOR_PASSWORD

@@ -9,6 +9,7 @@ from typing import Mapping
 import sqlalchemy as sa
 from flask import current_app, url_for
 
+from app import logs, metrics
 from app.errors import CATALOGUE, TiffinError
 from app.extensions import db
 from app.gateways import get_gateway
@@ -58,6 +59,7 @@ def start_checkout(user: User, plan_slug: str, gateway_name: str, checkout_token
     db.session.add(order)
     try:
         db.session.flush()
+        logs.bind(order_reference=order.reference)
         audit.record(f"user:{user.id}", "checkout_started", "order", order.id, user_id=user.id,
                      order_id=order.id, gateway=gateway.name, plan=plan.slug)
         # Commit before calling the gateway: our reference must exist before
@@ -85,6 +87,7 @@ def open_gateway_checkout(order: Order, plan: MealPlan, user: User, gateway) -> 
                      order_id=order.id, code=exc.code, detail=exc.detail)
         db.session.commit()
         raise
+    metrics.CHECKOUT_STARTS.labels(gateway.name).inc()
     order.gateway_order_id = started.gateway_order_id
     order.checkout_url = started.redirect_url
     order.checkout_expires_at = started.expires_at or order.checkout_expires_at
@@ -204,6 +207,7 @@ def mark_order_failed(order: Order, failure_code: str, failure_message: str | No
     audit.record(actor, "payment_failed", "order", order.id, user_id=order.user_id,
                  order_id=order.id, failure_code=failure_code)
     db.session.commit()
+    metrics.CHECKOUT_DECLINES.labels(order.gateway).inc()
     return True
 
 

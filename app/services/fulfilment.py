@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.errors import TiffinError
+from app import logs
 from app.extensions import db
 from app.models import MealPlan, Order, Subscription, User
 from app.models.order import (ORDER_CANCELED, ORDER_DISPUTED, ORDER_FAILED, ORDER_KIND_ADDON,
@@ -105,7 +106,10 @@ def find_order(gateway: str, gateway_order_id: str, *, for_update: bool = False)
                                    Order.gateway_order_id == gateway_order_id)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    return db.session.scalars(query).first()
+    order = db.session.scalars(query).first()
+    if order is not None:
+        logs.bind(order_reference=order.reference)  # every later log line names the order
+    return order
 
 
 def payer(gateway: str, gateway_order_id: str, *, user_id=None, plan_id=None
@@ -148,7 +152,10 @@ def live_subscription(user_id: int, *, for_update: bool = False) -> Subscription
                                           Subscription.status.in_(LIVE_STATUSES))
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    return db.session.scalars(query).first()
+    order = db.session.scalars(query).first()
+    if order is not None:
+        logs.bind(order_reference=order.reference)  # every later log line names the order
+    return order
 
 
 def _settled_result(order, user: User) -> FulfilmentResult:

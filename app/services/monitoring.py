@@ -329,14 +329,27 @@ def run_checks(*, since: datetime | None = None, names: Iterable[str] | None = N
                   duration_ms=int((time.perf_counter() - clock) * 1000))
 
 
-def record_run(report: Report) -> None:
-    """Store the run for the health summary."""
-    run = MonitorRun(started_at=report.started_at, finished_at=utcnow(),
-                     exit_code=report.exit_code,
-                     summary={"counts": report.counts, "alerts_sent": report.alerts_sent,
-                              "alert_errors": report.alert_errors,
-                              "duration_ms": report.duration_ms})
-    db.session.add(run)
+RECORDED_FINDINGS = 500  # findings kept with a run for the console (critical first)
+
+
+def run_summary(report: Report) -> dict:
+    """What a run keeps: counts, alert outcome, and its findings (critical first) for the console."""
+    ordered = sorted(report.findings, key=lambda f: f.severity != CRITICAL)
+    return {"counts": report.counts, "alerts_sent": report.alerts_sent,
+            "alert_errors": report.alert_errors, "duration_ms": report.duration_ms,
+            "critical": sum(f.severity == CRITICAL for f in report.findings),
+            "warning": sum(f.severity == WARNING for f in report.findings),
+            "findings": [asdict(f) for f in ordered[:RECORDED_FINDINGS]]}
+
+
+def record_run(report: Report, *, run_id: int | None = None) -> None:
+    """Store the run (for the health summary and the console); `run_id` finishes a run
+    the console started."""
+    run = db.session.get(MonitorRun, run_id) if run_id else None
+    if run is None:
+        run = MonitorRun(started_at=report.started_at)
+        db.session.add(run)
+    run.finished_at, run.exit_code, run.summary = utcnow(), report.exit_code, run_summary(report)
     db.session.commit()
     report.run_id = run.id
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 import sqlalchemy as sa
@@ -135,9 +135,10 @@ def fulfil(gateway: str, payment: PaymentResult, order: Order | None, *,
 
 
 def reconcile(since: datetime, *, fix: bool = False, actor: str = "cli:reconcile",
-              gateways: list[str] | None = None, progress: Callable | None = None
-              ) -> ReconcileReport:
-    """Compare every configured gateway's payments since `since` with our orders."""
+              gateways: list[str] | None = None, progress: Callable | None = None,
+              only: Order | None = None) -> ReconcileReport:
+    """Compare every configured gateway's payments since `since` with our orders
+    (`only`: just that order's payment, as the console's one-order reconcile)."""
     report = ReconcileReport(since=since, fix=fix)
     for name in gateways or available_gateways():
         try:
@@ -146,6 +147,9 @@ def reconcile(since: datetime, *, fix: bool = False, actor: str = "cli:reconcile
             log.exception("listing %s payments failed", name)
             report.errors.append(f"{name}: could not list payments: {exc}")
             continue
+        if only is not None:
+            payments = [p for p in payments if p.gateway_order_id == only.gateway_order_id
+                        or (p.order_reference and p.order_reference == only.reference)]
         report.checked[name] = len(payments)
         local = _local_orders(name, sorted({p.gateway_order_id for p in payments}))
         for payment in (progress(payments) if progress else payments):
@@ -167,3 +171,16 @@ def reconcile(since: datetime, *, fix: bool = False, actor: str = "cli:reconcile
                     db.session.rollback()
                     item.error = f"{getattr(exc, 'code', 'ERROR')}: {getattr(exc, 'detail', exc)}"
     return report
+
+
+def reconcile_order(reference: str, *, fix: bool = False, actor: str = "cli:reconcile"
+                    ) -> ReconcileReport:
+    """`reconcile` for one order: ask its gateway about payments since the order was made.
+
+    Raises LookupError when no order has this reference.
+    """
+    order = db.session.scalars(sa.select(Order).where(Order.reference == reference)).first()
+    if order is None:
+        raise LookupError(f"no order {reference}")
+    since = order.created_at - timedelta(minutes=5)
+    return reconcile(since, fix=fix, actor=actor, gateways=[order.gateway], only=order)

@@ -23,6 +23,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from app import logs, metrics
 from app.extensions import db
 from app.gateways.base import GatewayEvent
 from app.models import WebhookDeliveryAttempt, WebhookEvent
@@ -98,6 +99,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     from app.webhooks.handlers import dispatch
 
     event_pk = event.id
+    logs.bind(gateway_event_id=event.event_id)
     started = time.monotonic()
     try:
         outcome = dispatch(event)
@@ -111,6 +113,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     now = utcnow()
     if outcome != EVENT_FAILED:
         _record_success(event_pk, outcome, now, duration_ms, source_address, trigger)
+        metrics.observe_webhook(event.gateway, outcome, duration_ms / 1000)
         return outcome
 
     event = db.session.get(WebhookEvent, event_pk, populate_existing=True)
@@ -134,6 +137,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
                                           error=error, duration_ms=duration_ms,
                                           source_address=source_address, trigger=trigger))
     db.session.commit()
+    metrics.observe_webhook(event.gateway, event.status, duration_ms / 1000)
     return event.status
 
 

@@ -1,0 +1,3 @@
+"""Endpoints for machines: /healthz, /readyz (load balancers) and /metrics (Prometheus)."""
+
+PATHS = ("/healthz", "/readyz", "/metrics")
