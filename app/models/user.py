@@ -66,5 +66,7 @@ class User(UserMixin, db.Model):
         return f"<User {self.id} {self.email}>"
 
 
-# The console's search by name prefix, case-insensitive as people type it.
+# The console's searches by the start of a name (case-insensitive) or an email; on
+# PostgreSQL the migration builds them with text_pattern_ops, so LIKE 'prefix%' uses them.
 sa.Index("ix_users_name_lower", sa.func.lower(User.name))
+sa.Index("ix_users_email_pattern", User.email, postgresql_ops={"email": "text_pattern_ops"})

@@ -28,6 +28,7 @@ from app.security import redact
 from app.services import monitoring
 
 PAGE_SIZE = 50
+DASHBOARD_FINDINGS = 100  # shown on /ops/, critical first; the rest are counted
 SEARCH_LIMIT = 25
 TIMELINE_LIMIT = 200
 
@@ -143,7 +144,11 @@ def dashboard() -> dict:
     """Everything on /ops/ in one call."""
     run = latest_run()
     shown = run if run is not None and run.finished_at is not None else latest_finished_run()
-    data = {"run": run, "shown_run": shown, "findings": run_findings(shown),
+    findings = run_findings(shown)
+    data = {"run": run, "shown_run": shown, "findings": findings[:DASHBOARD_FINDINGS],
+            "more_findings": max(len(findings) - DASHBOARD_FINDINGS, 0),
+            "counts": {k: v for k, v in ((shown.summary or {}).get("counts") or {}).items() if v}
+            if shown is not None else {},
             "gateways": gateway_activity(), "inbox": inbox_health(), "outbox": outbox_health(),
             "sales": sales_summary()}
     db.session.rollback()  # end the read transaction
@@ -356,9 +361,10 @@ def search_statements(q: str) -> dict:
     users = []
     if "@" in q:
         users.append(sa.select(User.id).where(User.email == low))
+    if "@" in q or (len(q) >= 3 and " " not in q):
         users.append(sa.select(User.id).where(User.email.startswith(low, autoescape=True))
                      .order_by(User.email).limit(SEARCH_LIMIT))
-    elif len(q) >= 2:
+    if "@" not in q and len(q) >= 2:
         users.append(sa.select(User.id).where(sa.func.lower(User.name).startswith(
             low, autoescape=True)).order_by(sa.func.lower(User.name)).limit(SEARCH_LIMIT))
     users.append(sa.select(User.id).where(sa.or_(User.stripe_customer_id == q,

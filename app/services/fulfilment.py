@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.errors import TiffinError
 from app import logs
+from app.errors import TiffinError
 from app.extensions import db
 from app.models import MealPlan, Order, Subscription, User
 from app.models.order import (ORDER_CANCELED, ORDER_DISPUTED, ORDER_FAILED, ORDER_KIND_ADDON,
@@ -152,10 +152,7 @@ def live_subscription(user_id: int, *, for_update: bool = False) -> Subscription
                                           Subscription.status.in_(LIVE_STATUSES))
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    order = db.session.scalars(query).first()
-    if order is not None:
-        logs.bind(order_reference=order.reference)  # every later log line names the order
-    return order
+    return db.session.scalars(query).first()
 
 
 def _settled_result(order, user: User) -> FulfilmentResult:
@@ -342,6 +339,7 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
         notifications.enqueue(user, "payment_confirmed", f"payment_confirmed:{order_id}",
                               order=shown_order, plan=plan, subscription=subscription)
     db.session.commit()
+    logs.bind(order_reference=reference)
     log.info("fulfilled order %s (%s %s) for user %s by %s", reference, gateway,
              gateway_order_id, user_id, actor)
     return FulfilmentResult(order_id, created=True,
