@@ -42,9 +42,10 @@ def start_request() -> str:
 
 
 def bind(**fields) -> None:
-    """Attach fields (order_reference, gateway_event_id) to every later line of this context."""
-    current = _context.get()
-    _context.set({**current, **{k: v for k, v in fields.items() if v is not None}})
+    """Attach fields (order_reference, gateway_event_id) to every later line of this context;
+    a field given as None is dropped (a new event in a CLI run must not carry the last order)."""
+    merged = {**_context.get(), **fields}
+    _context.set({k: v for k, v in merged.items() if v is not None})
 
 
 def current(name: str) -> str | None:

@@ -45,42 +45,16 @@ def say(line: str) -> None:
 
 
 def build(app, args) -> None:
-    """The monitor benchmark's fill and plant (same data, same way)."""
+    """The monitor benchmark's data (same fill, same planted problems), plus one delivery
+    attempt per webhook event for the charts."""
     from app.extensions import db
-    from app.models import MealPlan
 
-    users = args.orders * 2 // 5
-    with app.app_context():
-        monitor_bench.fresh_schema(app)
-        lunch = db.session.scalars(sa.select(MealPlan).where(MealPlan.slug == "lunch-monthly")).one()
-        pack = db.session.scalars(sa.select(MealPlan).where(MealPlan.slug == "meal-pack-5")).one()
-        params = {"users": users, "addons": args.orders - 2 * users, "orders": args.orders,
-                  "plan": lunch.id, "pack_plan": pack.id, "meals": lunch.meals_per_period,
-                  "pack": pack.meals_per_period, "events": max(args.orders // 10, 10_000)}
-        db.session.remove()
-        with db.engine.begin() as conn:
-            conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
-            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-            indexes = conn.execute(sa.text(
-                """SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
-                   AND tablename IN ('users', 'orders', 'subscriptions', 'credit_ledger',
-                                     'webhook_events', 'notification_outbox')
-                   AND indexname NOT IN (SELECT conname FROM pg_constraint)""")).all()
-            for name, _ in indexes:
-                conn.execute(sa.text(f'DROP INDEX "{name}"'))
-            for statement in monitor_bench.FILL:
-                conn.execute(sa.text(statement), params)
-            for _, definition in indexes:
-                conn.execute(sa.text(definition))
-        with db.engine.begin() as conn:
-            monitor_bench.plant(conn, args.plant, users)
-            # Delivery attempts for the charts and a day of them for the hourly series.
-            conn.execute(sa.text(
-                """INSERT INTO webhook_delivery_attempts (webhook_event_id, started_at, outcome,
-                                                          duration_ms, trigger)
-                   SELECT id, received_at, status, 5 + id % 40, 'delivery' FROM webhook_events"""))
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("VACUUM ANALYZE"))
+    monitor_bench.build_data(app, args.orders, args.plant)
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text(
+            """INSERT INTO webhook_delivery_attempts (webhook_event_id, started_at, outcome,
+                                                      duration_ms, trigger)
+               SELECT id, received_at, status, 5 + id % 40, 'delivery' FROM webhook_events"""))
 
 
 def prepare(app) -> None:

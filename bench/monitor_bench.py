@@ -254,28 +254,22 @@ def run_monitor(app, *, trace_memory: bool = False):
     return report, elapsed, peak
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--orders", type=int, default=1_000_000)
-    parser.add_argument("--plant", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    args = parser.parse_args()
-    users = args.orders * 2 // 5          # 40% first orders, 40% renewals, 20% add-on packs
-    addons = args.orders - 2 * users
-    ensure_database(args.database_url)
-    app = build_app(args.database_url)
+def build_data(app, orders: int, plant_per_kind: int) -> tuple[dict[str, set], dict[str, int]]:
+    """A fresh schema, the set-based fill, the planted problems, VACUUM ANALYZE.
+
+    Returns the expected finding ids per check and the row counts (shared with
+    bench/console_bench.py)."""
     from app.extensions import db
     from app.models import MealPlan
 
-    t0 = time.perf_counter()
+    users = orders * 2 // 5          # 40% first orders, 40% renewals, 20% add-on packs
     with app.app_context():
         fresh_schema(app)
         lunch = db.session.scalars(sa.select(MealPlan).where(MealPlan.slug == "lunch-monthly")).one()
         pack = db.session.scalars(sa.select(MealPlan).where(MealPlan.slug == "meal-pack-5")).one()
-        params = {"users": users, "addons": addons, "orders": args.orders, "plan": lunch.id,
+        params = {"users": users, "addons": orders - 2 * users, "orders": orders, "plan": lunch.id,
                   "pack_plan": pack.id, "meals": lunch.meals_per_period,
-                  "pack": pack.meals_per_period, "events": max(args.orders // 10, 10_000)}
+                  "pack": pack.meals_per_period, "events": max(orders // 10, 10_000)}
         db.session.remove()  # end the read transaction before the DDL below
         with db.engine.begin() as conn:
             # Bulk-load the way one restores a dump: no per-row foreign-key triggers, plain
@@ -294,12 +288,27 @@ def main() -> int:
             for _, definition in indexes:
                 conn.execute(sa.text(definition))
         with db.engine.begin() as conn:
-            expected = plant(conn, args.plant, users)
+            expected = plant(conn, plant_per_kind, users)
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM ANALYZE"))
         counts = {t: db.session.scalar(sa.text(f"SELECT count(*) FROM {t}"))
                   for t in ("users", "orders", "subscriptions", "credit_ledger", "webhook_events")}
         db.session.remove()
+    return expected, counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--plant", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    args = parser.parse_args()
+    ensure_database(args.database_url)
+    app = build_app(args.database_url)
+
+    t0 = time.perf_counter()
+    expected, counts = build_data(app, args.orders, args.plant)
     fill_s = time.perf_counter() - t0
     say(f"filled in {fill_s:.1f}s: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 

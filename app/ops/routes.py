@@ -171,17 +171,21 @@ def refund(reference):
     """Confirm (type the reference), then `flask orders refund` for this order."""
     data = console.order_detail(reference) or abort(404)
     form = RefundForm()
-    if form.validate_on_submit():
-        try:
-            outcome = operator_actions.refund(reference, form.amount_minor.data,
-                                              form.confirm_reference.data, current_user)
-        except ActionRefused as exc:
-            form.confirm_reference.errors.append(str(exc))
-        else:
-            flash(f"Refund {outcome.refund_id} of {outcome.amount_minor} {outcome.order.currency}"
-                  f" is {outcome.gateway_status}; the order is {outcome.order_status}.", "success")
-            return redirect(url_for("ops.order", reference=reference))
+    outcome = _refund(form, reference) if form.validate_on_submit() else None
+    if outcome is not None:
+        flash(f"Refund {outcome.refund_id} of {outcome.amount_minor} {outcome.order.currency} is "
+              f"{outcome.gateway_status}; the order is {outcome.order_status}.", "success")
+        return redirect(url_for("ops.order", reference=reference))
     return render_template("ops/refund.html", form=form, **data), 400 if form.errors else 200
+
+
+def _refund(form: RefundForm, reference: str):
+    try:
+        return operator_actions.refund(reference, form.amount_minor.data,
+                                       form.confirm_reference.data, current_user)
+    except ActionRefused as exc:
+        form.confirm_reference.errors.append(str(exc))
+        return None
 
 
 @bp.get("/audit")

@@ -99,7 +99,7 @@ def process_event(event: WebhookEvent, *, trigger: str = "delivery",
     from app.webhooks.handlers import dispatch
 
     event_pk = event.id
-    logs.bind(gateway_event_id=event.event_id)
+    logs.bind(gateway_event_id=event.event_id, order_reference=None)
     started = time.monotonic()
     try:
         outcome = dispatch(event)

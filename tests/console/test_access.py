@@ -70,12 +70,17 @@ def _csrf_token(html: str) -> str:
     return form_token(html, "csrf_token")
 
 
-def test_every_ops_post_without_its_csrf_token_is_refused(csrf_app):
+def _operator_with_csrf(app):
     make_account("olga.operator@example.com", role="operator")
-    client = csrf_app.test_client()
+    client = app.test_client()
     page = client.get("/login")
     client.post("/login", data={"email": "olga.operator@example.com",
                                 "password": "correct horse 1", "csrf_token": _csrf_token(page.text)})
+    return client
+
+
+def test_every_ops_post_without_its_csrf_token_is_refused(csrf_app):
+    client = _operator_with_csrf(csrf_app)
     assert client.get("/ops/").status_code == 200
     posts = [url for method, url in ops_requests(csrf_app) if method == "POST"]
     assert posts
@@ -88,11 +93,7 @@ def test_every_ops_post_without_its_csrf_token_is_refused(csrf_app):
 
 
 def test_an_ops_post_with_its_csrf_token_is_accepted(csrf_app):
-    make_account("olga.operator@example.com", role="operator")
-    client = csrf_app.test_client()
-    page = client.get("/login")
-    client.post("/login", data={"email": "olga.operator@example.com",
-                                "password": "correct horse 1", "csrf_token": _csrf_token(page.text)})
+    client = _operator_with_csrf(csrf_app)
     dashboard = client.get("/ops/")
     r = client.post("/ops/monitor/run", data={"csrf_token": _csrf_token(dashboard.text)})
     assert r.status_code == 302
