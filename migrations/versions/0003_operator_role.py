@@ -1,14 +1,14 @@
 """operator role and the console's indexes
 
-Revision ID: 0002_operator_role
-Revises: 0001
+Revision ID: 0003_operator_role
+Revises: 0002_scheduled_plan_change
 
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0002_operator_role'
-down_revision = '0001'
+revision = '0003_operator_role'
+down_revision = '0002_scheduled_plan_change'
 branch_labels = None
 depends_on = None
 
