@@ -29,8 +29,8 @@ def _svg(chart) -> Markup:
     return Markup(_SCRIPT.sub("", chart.render(is_unicode=True)))
 
 
-def _chart(kind, title: str, labels: list[str], series: dict, *, every: int, short=lambda s: s):
-    chart = kind(js=[], disable_xml_declaration=True, style=STYLE, title=title,
+def _chart(kind, labels: list[str], series: dict, *, every: int, short=lambda s: s):
+    chart = kind(js=[], disable_xml_declaration=True, style=STYLE,  # the caption is the title
                  x_label_rotation=35, show_minor_x_labels=False, legend_at_bottom=True,
                  legend_at_bottom_columns=2, truncate_legend=-1, margin=8, **SIZE)
     chart.x_labels = [short(label) for label in labels]
@@ -67,7 +67,6 @@ def render_charts(data: dict) -> list[dict]:
         ("Refunds and disputes per day", pygal.Bar, days,
          {"refunds": data["refunds"], "disputes": data["disputes"]}, 7, day),
     ]
-    return [{"title": title, "svg": _svg(_chart(kind, title, labels, series, every=every,
-                                                short=short)),
+    return [{"title": title, "svg": _svg(_chart(kind, labels, series, every=every, short=short)),
              "table": _table(labels, series)}
             for title, kind, labels, series, every, short in specs]

@@ -6,10 +6,6 @@ from wtforms.validators import DataRequired, Email, Length, NumberRange, Optiona
 from app.models.webhook import EVENT_STATUSES
 
 
-class ConfirmForm(FlaskForm):
-    """A bare confirmation (CSRF token only): run the monitor, replay, resend."""
-
-
 class RepairForm(FlaskForm):
     confirm = HiddenField(default="yes")
     email = StringField("Email of the user who really paid",

@@ -27,3 +27,17 @@ def finding_action(finding: dict) -> tuple[str, str] | None:
     if check == "notification_outbox":
         return "Open outbox", url_for("ops.outbox")
     return None
+
+
+def finding_subject(finding: dict) -> tuple[str, str] | None:
+    """(label, url) of the order or customer a finding is about."""
+    d = finding.get("details") or {}
+    if finding["key"].endswith(":more"):
+        return None
+    if d.get("reference"):
+        return f"order {d['reference']}", url_for("ops.order", reference=d["reference"])
+    if finding["check"] in ("user_status_drift", "multiple_live_subscriptions"):
+        return f"customer {d['id']}", url_for("ops.customer", user_id=d["id"])
+    if d.get("user_id"):
+        return f"customer {d['user_id']}", url_for("ops.customer", user_id=d["user_id"])
+    return None

@@ -10,8 +10,8 @@ from flask_login import current_user
 from app.errors import TiffinError
 from app.extensions import login_manager
 from app.ops.charts import render_charts
-from app.ops.forms import ConfirmForm, RefundForm, RepairForm, WebhookFilterForm
-from app.ops.presenters import finding_action
+from app.ops.forms import RefundForm, RepairForm, WebhookFilterForm
+from app.ops.presenters import finding_action, finding_subject
 from app.services import console, operator_actions
 from app.services.operator_actions import ActionRefused
 
@@ -30,7 +30,7 @@ def require_operator():
 
 @bp.context_processor
 def _helpers():
-    return {"finding_action": finding_action, "confirm_form": ConfirmForm()}
+    return {"finding_action": finding_action, "finding_subject": finding_subject}
 
 
 def _refused(exc: ActionRefused, status: int = 409):
