@@ -11,13 +11,13 @@ from app.services.catalogue import seed_catalogue
 @with_appcontext
 def seed_command(demo):
     """Add the starter meal plans and add-on pack (only those missing)."""
+    if demo and current_app.config["TIFFIN_ENV"] != "development":
+        raise click.ClickException("--demo creates accounts with known passwords; "
+                                   "it runs only with TIFFIN_ENV=development")
     added = seed_catalogue()
     click.echo(f"Seeded {len(added)} plan(s): {', '.join(added)}" if added
                else "Catalogue already seeded; nothing to add.")
     if demo:
-        if current_app.config["TIFFIN_ENV"] != "development":
-            raise click.ClickException("--demo creates accounts with known passwords; "
-                                       "it runs only with TIFFIN_ENV=development")
         seed_demo_operator()
 
 
