@@ -34,7 +34,6 @@ def _helpers():
 
 
 def _refused(exc: ActionRefused, status: int = 409):
-    flash(str(exc), "error")
     return render_template("ops/refused.html", message=str(exc)), status
 
 
