@@ -69,7 +69,7 @@ class Operator(Shopper):
 @pytest.fixture(scope="module")
 def demo_operator(live_shop):
     done = subprocess.run([PYTHON, "-m", "flask", "seed", "--demo"], cwd=ROOT, env=live_shop.env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     match = re.search(r"Demo operator: (\S+) / password (\S+)", done.stdout)
     assert match, done.stdout
