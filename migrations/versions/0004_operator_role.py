@@ -1,14 +1,14 @@
 """operator role and the console's indexes
 
-Revision ID: 0003_operator_role
-Revises: 0002_scheduled_plan_change
+Revision ID: 0004_operator_role
+Revises: 0003_checkout_lifetime
 
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0003_operator_role'
-down_revision = '0002_scheduled_plan_change'
+revision = '0004_operator_role'
+down_revision = '0003_checkout_lifetime'
 branch_labels = None
 depends_on = None
 
