@@ -133,14 +133,6 @@ class TestGateway(PaymentGateway):
         return GatewayEvent(event_id=event_id, event_type=event_type, payload=payload,
                             created_at=created, livemode=False)
 
-    def refund_payment(self, *, gateway_payment_id: str, amount_minor: int, idempotency_key: str,
-                       notes: Mapping | None = None) -> dict:
-        """Refund at once (no real money moves): processed, with an id derived from the
-        idempotency key, so a repeated request names the same refund."""
-        refund_id = "trf_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
-        return {"id": refund_id, "status": "processed", "amount": amount_minor,
-                "payment_id": gateway_payment_id}
-
     # --- the "gateway's" side: used by the hosted page in app/test_gateway ---
     def session_serializer(self) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(_secrets(self.config)[0], salt="tiffin-test-gateway-session")

@@ -220,6 +220,10 @@ def test_find_a_failed_webhook_replay_it_after_its_cause_is_fixed(shopper, opera
 
 
 def test_look_a_customer_up_by_email_and_refund_an_order_partially(shopper, operator, shop_db):
+    from app.gateways.test import TestGateway
+
+    if not hasattr(TestGateway, "refund_payment"):  # issue 13 (item 4) adds test gateway refunds
+        pytest.skip("the test gateway cannot refund from Tiffin yet")
     shopper.register()
     shopper.pay("Everyday Lunch")
     shopper.page.wait_for_url(re.compile(r"/checkout/success/"))
