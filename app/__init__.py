@@ -18,7 +18,6 @@ def create_app(config: str | dict | None = None) -> Flask:
     if isinstance(config, dict):
         app.config.update(config)
     validate_config(app.config)
-    app.config.setdefault("MAX_CONTENT_LENGTH", 1024 * 1024)
     if app.config["TRUSTED_PROXY_COUNT"]:
         n = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)

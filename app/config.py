@@ -88,6 +88,8 @@ def load_config(env_name: str | None = None) -> dict:
         "ALLOW_LOCALHOST_WEBHOOKS": _bool(get("ALLOW_LOCALHOST_WEBHOOKS"), default=not is_prod),
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
         "WEBHOOK_MAX_BODY_BYTES": _int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024),
+        # Every other request body (forms, gateway callbacks); larger ones get 413.
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 1024 * 1024),
         "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 8),
         "WEBHOOK_STUCK_AFTER_SECONDS": _int("WEBHOOK_STUCK_AFTER_SECONDS", 120),
         # Redis is optional: rate-limit counters and live account updates.

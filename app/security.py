@@ -1,4 +1,5 @@
-"""Security headers, production cookie/CSRF refusals, and a log filter for secrets.
+"""Request-body caps, security headers, production cookie/CSRF refusals, and a log
+filter for secrets.
 
 `register_security(app)` is called once from create_app. The CSP allows only
 this site plus the gateways' hosted checkout scripts and frames:
@@ -10,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask
+from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.config import ConfigError
 from app.probes import PATHS as PROBE_PATHS
@@ -59,10 +61,32 @@ class ShopperSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
+def cap_request_body() -> None:
+    """Read the body, up to its cap, before anything else looks at the request.
+
+    So an oversized body is 413 REQUEST_TOO_LARGE on every route — with or without
+    Content-Length, chunked included — even one that would redirect without reading
+    it, and before a rate-limit key or the CSRF check parses a form. Webhooks are
+    capped at WEBHOOK_MAX_BODY_BYTES, everything else at MAX_CONTENT_LENGTH.
+    """
+    is_webhook = request.path.startswith(PATH_PREFIX)
+    cap = current_app.config["WEBHOOK_MAX_BODY_BYTES" if is_webhook else "MAX_CONTENT_LENGTH"]
+    # Werkzeug refuses a Content-Length over the limit, but stops reading a body without
+    # one (chunked) at the limit without complaint: read one byte more to tell the two apart.
+    request.max_content_length = cap + 1
+    if len(request.get_data(cache=True)) > cap:
+        raise RequestEntityTooLarge()
+    if not is_webhook:
+        request.form  # noqa: B018 - parsed from the cached body: form limits are a 413 here too
+
+
 def register_security(app: Flask) -> None:
-    """Refuse unsafe production settings, add security headers, redact secrets in logs."""
+    """Cap request bodies, refuse unsafe production settings, add security headers,
+    redact secrets in logs."""
     check_security_config(app.config)
     app.session_interface = ShopperSessionInterface()
+    # First of all before_request hooks (the rate limiter's key may read the form).
+    app.before_request_funcs.setdefault(None, []).insert(0, cap_request_body)
 
     defaults = list(HEADERS.items())
     if app.config["TIFFIN_ENV"] == "production":

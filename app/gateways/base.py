@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
+import json
 from typing import Mapping
 
 from app.errors import TiffinError
@@ -87,6 +88,23 @@ class GatewayEvent:
     payload: dict
     created_at: datetime | None = None
     livemode: bool | None = None
+
+
+def webhook_json_object(body: bytes | str, gateway: str) -> dict:
+    """A verified webhook body as the JSON object every gateway documents.
+
+    Valid JSON that is not an object (an array, a string, a number, null) is refused
+    like invalid JSON: handlers index into it, and a signature proves only who sent it.
+    Raises TiffinError(WEBHOOK_PAYLOAD_INVALID).
+    """
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:  # includes a body that is not UTF-8
+        raise TiffinError("WEBHOOK_PAYLOAD_INVALID", f"{gateway} body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise TiffinError("WEBHOOK_PAYLOAD_INVALID",
+                          f"{gateway} body is JSON {type(payload).__name__}, not an object")
+    return payload
 
 
 class PaymentGateway(ABC):

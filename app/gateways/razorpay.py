@@ -16,7 +16,6 @@ Signatures (all hex HMAC-SHA256, checked by the SDK):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from datetime import datetime, timezone
 from typing import Mapping
@@ -28,7 +27,7 @@ from razorpay.errors import BadRequestError, GatewayError, ServerError, Signatur
 from app.errors import TiffinError
 from app.gateways.base import (CHANGE_AT_CYCLE_END, DECLINED, NOT_COMPLETED, PAID, PENDING,
                                CheckoutStart, GatewayEvent, PaymentGateway, PaymentResult,
-                               PlanChangeQuote)
+                               PlanChangeQuote, webhook_json_object)
 
 log = logging.getLogger("tiffin.gateways.razorpay")
 
@@ -241,8 +240,8 @@ class RazorpayGateway(PaymentGateway):
             raise TiffinError("PAYMENT_SIGNATURE_INVALID",
                               "razorpay webhook signature missing" if not signature
                               else "razorpay webhook signature matches no configured secret")
+        payload = webhook_json_object(text, "razorpay")
         try:
-            payload = json.loads(text)
             event_type = str(payload["event"])
             if not isinstance(payload["payload"], dict):
                 raise TypeError("payload is not an object")

@@ -23,7 +23,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from app.errors import TiffinError
 from app.extensions import db
 from app.gateways.base import (DECLINED, NOT_COMPLETED, PAID, CheckoutStart, GatewayEvent,
-                               PaymentGateway, PaymentResult)
+                               PaymentGateway, PaymentResult, webhook_json_object)
 from app.models.test_gateway import TestGatewayPayment
 
 SIGNATURE_HEADER = "X-Test-Gateway-Signature"
@@ -122,8 +122,8 @@ class TestGateway(PaymentGateway):
         if not signature or not any(hmac.compare_digest(sign(s, body), signature)
                                     for s in _secrets(self.config)):
             raise TiffinError("PAYMENT_SIGNATURE_INVALID", "test gateway webhook signature mismatch")
+        payload = webhook_json_object(body, "test gateway")
         try:
-            payload = json.loads(body)
             event_id, event_type = str(payload["id"]), str(payload["type"])
             created = datetime.fromtimestamp(int(payload["created"]), tz=timezone.utc)
             if not isinstance(payload["data"], dict):

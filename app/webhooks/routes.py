@@ -6,10 +6,10 @@ for a source outside WEBHOOK_ALLOWED_IPS; 413 over WEBHOOK_MAX_BODY_BYTES.
 """
 import logging
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.errors import TiffinError, render_error
+from app.errors import render_error
 from app.extensions import csrf, db
 from app.gateways import get_gateway
 from app.services.webhook_inbox import process_event, store_event
@@ -26,11 +26,7 @@ def receive(gateway):
     """Receive one gateway event."""
     source = client_address()
     check_source(gateway, source)
-    limit = current_app.config["WEBHOOK_MAX_BODY_BYTES"]
-    if (request.content_length or 0) > limit:
-        raise TiffinError("REQUEST_TOO_LARGE",
-                          f"{gateway} webhook of {request.content_length} bytes")
-    request.max_content_length = limit  # also caps a chunked body with no Content-Length (413)
+    # The body was read, up to WEBHOOK_MAX_BODY_BYTES (else 413), by app.security.cap_request_body.
     event = get_gateway(gateway).parse_webhook(request.get_data(), request.headers)
     try:
         stored = store_event(gateway, event, source)
