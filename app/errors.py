@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flask import g, jsonify, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 
+from app.extensions import db
 from app.logs import new_request_id
 from app.webhooks import PATH_PREFIX
 
@@ -110,6 +111,10 @@ _CODES = [
               "This form had expired, so nothing was changed.",
               "Go back, reload the page and send it again.",
               "CSRF token missing, expired or from another session (flask-wtf CSRFError)."),
+    ErrorCode("FORM_INVALID", 400,
+              "Part of what was sent could not be accepted, so nothing was changed.",
+              "Go back, reload the page and send it again.",
+              "A form field failed validation (e.g. longer than its column); the detail names it."),
     ErrorCode("RATE_LIMITED", 429,
               "You have started several checkouts in a short time.",
               "Wait a minute, then try again.",
@@ -168,6 +173,7 @@ def render_error(code: str, *, order_reference=None, shopper_detail=None, status
     """Render the error page (or JSON for webhook routes) for a catalogue code."""
     entry = CATALOGUE[code]
     ref = support_reference()
+    _end_failed_transaction()
     if request.path.startswith(PATH_PREFIX) or request.path in JSON_PATHS:
         return jsonify(error=code, support_reference=ref), status or entry.http_status
     page = page or {}
@@ -180,6 +186,16 @@ def render_error(code: str, *, order_reference=None, shopper_detail=None, status
                            refresh_stopped=not refresh, headline=page.get("headline"),
                            next_step=page.get("next_step"), continue_url=page.get("continue_url"),
                            checkout_state=page.get("state")), status or entry.http_status
+
+
+def _end_failed_transaction() -> None:
+    """Roll back first: after a failed statement PostgreSQL refuses every query in the
+    transaction, the page's own (the signed-in user) included. A refused request keeps
+    nothing it did not commit anyway (the session is discarded after the request)."""
+    try:
+        db.session.rollback()
+    except Exception:  # the page must still render, e.g. with the database gone
+        log.exception("rollback before the error page failed ref=%s", support_reference())
 
 
 def _refresh_url(entry: ErrorCode, order_reference: str | None) -> str | None:

@@ -6,11 +6,12 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import time
 
 import pytest
 
-from app.models import Order, WebhookDeliveryAttempt, WebhookEvent
+from app.models import Order, User, WebhookDeliveryAttempt, WebhookEvent
 from tests.conftest import count, form_token, make_app, serve_app
 from tests.fakes.stripe import signed_headers as stripe_signed_headers
 
@@ -204,3 +205,83 @@ def test_a_served_app_still_reads_a_chunked_form_under_the_cap(app, served):
     reply = _send(served, "/login", b"email=nobody%40example.com&password=wrong-guess-1",
                   chunked=True)
     assert reply.status_code == 400 and "Email or password is incorrect" in reply.text
+
+
+# --- 7. every form field is bounded by its column; the 500 page always renders ----------
+
+LONG_EMAIL = "a" * 250 + "@example.com"  # 262 characters: users.email is 254
+
+
+def test_register_refuses_an_over_long_name_and_email_with_the_form_message(client):
+    reply = client.post("/register", data={"name": "N" * 121, "email": LONG_EMAIL,
+                                            "password": "correct horse 1",
+                                            "confirm": "correct horse 1"})
+    assert reply.status_code == 400
+    assert "This can be at most 120 characters long." in reply.text
+    assert "This can be at most 254 characters long." in reply.text
+    assert count(User) == 0
+
+
+def test_login_refuses_an_over_long_email_with_the_form_message(client):
+    reply = client.post("/login", data={"email": LONG_EMAIL, "password": "x" * 200})
+    assert reply.status_code == 400
+    assert "This can be at most 254 characters long." in reply.text
+
+
+def test_an_over_long_checkout_token_is_refused_by_the_form(client, auth):
+    auth.register()
+    page = client.get("/plans/lunch-monthly")
+    assert form_token(page.text, "checkout_token")
+    reply = client.post("/checkout/lunch-monthly", data={"gateway": "test",
+                                                         "checkout_token": "t" * 65})
+    assert reply.status_code == 400 and page_code(reply) == "FORM_INVALID"
+    assert "Checkout token: This can be at most 64 characters long." in reply.text
+    assert count(Order) == 0
+    ok = client.post("/checkout/lunch-monthly", data={"gateway": "test", "checkout_token": "t" * 64})
+    assert ok.status_code == 303 and count(Order) == 1
+
+
+def test_an_over_long_gateway_name_is_an_unknown_gateway(client, auth):
+    auth.register()
+    reply = client.post("/checkout/lunch-monthly", data={"gateway": "g" * 300})
+    assert reply.status_code == 404 and page_code(reply) == "GATEWAY_NOT_CONFIGURED"
+    assert count(Order) == 0
+
+
+def test_delete_account_refuses_an_over_long_password_with_the_form_message(client, auth):
+    auth.register()
+    reply = client.post("/account/delete", data={"password": "p" * 129, "confirm": "y"})
+    assert reply.status_code == 400 and "at most 128 characters" in reply.text
+    assert count(User, User.deleted_at.is_(None)) == 1
+
+
+@pytest.fixture
+def failing_app(_schema):
+    """The shop with one extra page whose write fails in the database, after the signed-in
+    user was loaded, as a checkout's insert of an over-long value did on PostgreSQL."""
+    from flask_login import current_user, login_required
+
+    from app.extensions import db
+
+    shop = make_app(PROPAGATE_EXCEPTIONS=False)  # answer like production, not raise into the test
+
+    @login_required
+    def broken_page():
+        db.session.add(User(email=None, name=current_user.name, password_hash="-"))
+        db.session.flush()  # NOT NULL: the flush fails and the session refuses every query
+        return "unreachable"
+
+    shop.add_url_rule("/broken-page", view_func=broken_page)
+    yield from serve_app(shop)
+
+
+def test_a_database_error_inside_a_request_renders_internal_error_with_its_reference(failing_app):
+    client = failing_app.test_client()
+    client.post("/register", data={"name": "Asha", "email": "asha@example.com",
+                                   "password": "correct horse 1", "confirm": "correct horse 1"})
+
+    reply = client.get("/broken-page")
+
+    assert reply.status_code == 500 and page_code(reply) == "INTERNAL_ERROR"
+    assert re.search(r'data-testid="support-ref">REF-[0-9A-F]{10}<', reply.text)
+    assert "Sign out" in reply.text  # the page's own query (the signed-in user) ran

@@ -24,7 +24,8 @@ def start(slug):
     form = CheckoutForm()
     form.gateway.choices = []
     if not form.validate_on_submit():
-        raise TiffinError("GATEWAY_NOT_CONFIGURED", f"checkout form invalid: {form.errors}")
+        raise TiffinError(form.refusal_code(), f"checkout form invalid: {form.errors}",
+                          shopper_detail=form.error_summary())
     order, started = start_checkout(current_user, slug, form.gateway.data, form.checkout_token.data)
     return _to_gateway(order, started)
 
