@@ -97,6 +97,9 @@ def load_config(env_name: str | None = None) -> dict:
         "RATELIMIT_STORAGE_URI": get("REDIS_URL") or "memory://",
         "RATELIMIT_ENABLED": _bool(get("RATELIMIT_ENABLED"), default=True),
         "CHECKOUT_RATE_LIMIT": get("CHECKOUT_RATE_LIMIT", "5 per minute"),
+        # Failed sign-ins only (app/auth/throttle.py).
+        "LOGIN_ACCOUNT_RATE_LIMIT": get("LOGIN_ACCOUNT_RATE_LIMIT", "5 per 15 minutes"),
+        "LOGIN_ADDRESS_RATE_LIMIT": get("LOGIN_ADDRESS_RATE_LIMIT", "100 per hour"),
         # Mail (the outbox sends through SMTP)
         "MAIL_SERVER": get("MAIL_SERVER", "localhost"),
         "MAIL_PORT": _int("MAIL_PORT", 25),

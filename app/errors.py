@@ -136,6 +136,13 @@ _CODES = [
 ]
 CATALOGUE: dict[str, ErrorCode] = {c.code: c for c in _CODES}
 JSON_PATHS = ("/healthz", "/readyz", "/metrics")  # machines get JSON errors, not a page
+# RATE_LIMITED in sign-in's words (the catalogue's are about checkouts); the operator's
+# side: LOGIN_ACCOUNT_RATE_LIMIT (failures per email) or LOGIN_ADDRESS_RATE_LIMIT (per address).
+SIGN_IN_RATE_LIMITED_PAGE = {
+    "headline": "There have been too many unsuccessful attempts to sign in, so signing in is paused.",
+    "next_step": "Wait a few minutes (at most 15), then try again. Forgotten your password? "
+                 "Contact support.",
+}
 
 
 class TiffinError(Exception):
@@ -235,7 +242,8 @@ def register_errorhandlers(app):
     @app.errorhandler(429)
     def handle_429(_exc):
         log.warning("refused RATE_LIMITED path=%s", request.path)
-        return render_error("RATE_LIMITED")
+        return render_error("RATE_LIMITED", page=SIGN_IN_RATE_LIMITED_PAGE
+                            if request.endpoint == "auth.login" else None)
 
     @app.errorhandler(500)
     def handle_500(exc):

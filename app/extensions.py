@@ -1,4 +1,7 @@
 """Unbound Flask extensions; create_app binds them."""
+import logging
+import os
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -36,6 +39,26 @@ def _rate_limit_key():
 # blocks a checkout.
 limiter = Limiter(key_func=_rate_limit_key, default_limits=[], swallow_errors=True,
                   in_memory_fallback_enabled=True)
+
+
+class _WarnOnceOnMemoryFallback(logging.Filter):
+    """Flask-Limiter logs when its storage fails and it counts in memory instead; say once
+    per process what that does to the limits (each worker counts on its own)."""
+
+    warned_pid: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if ("falling back to in-memory storage" in record.getMessage()
+                and _WarnOnceOnMemoryFallback.warned_pid != os.getpid()):
+            _WarnOnceOnMemoryFallback.warned_pid = os.getpid()
+            logging.getLogger("tiffin.ratelimit").warning(
+                "rate-limit storage (REDIS_URL) unreachable: counting in this process's memory "
+                "until it is back, so every limit is per worker (CHECKOUT_RATE_LIMIT 5 per minute "
+                "allows 5 x workers a minute; the sign-in limits likewise)")
+        return True
+
+
+limiter.logger.addFilter(_WarnOnceOnMemoryFallback())
 
 
 @limiter.request_filter

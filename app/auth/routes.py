@@ -2,6 +2,7 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
+from app.auth import throttle
 from app.auth.forms import LoginForm, RegisterForm
 from app.safe_redirect import safe_next
 from app.services.accounts import EmailTaken, authenticate, register_user
@@ -28,14 +29,17 @@ def register():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@throttle.per_account
+@throttle.per_address
 def login():
-    """Sign in."""
+    """Sign in. Unknown email and wrong password get the same answer (and both count)."""
     form = LoginForm()
     if form.validate_on_submit():
         user = authenticate(form.email.data, form.password.data)
         if user is not None:
             login_user(user)
             return redirect(safe_next(request.args.get("next"), url_for("account.index")))
+        throttle.note_failed_login()
         form.password.errors.append("Email or password is incorrect.")
     return render_template("auth/login.html", form=form), 200 if not form.errors else 400
 
