@@ -85,8 +85,10 @@ def register_security(app: Flask) -> None:
     redact secrets in logs."""
     check_security_config(app.config)
     app.session_interface = ShopperSessionInterface()
-    # First of all before_request hooks (the rate limiter's key may read the form).
-    app.before_request_funcs.setdefault(None, []).insert(0, cap_request_body)
+    # Right after the request id is set (app.logs registers first, in configure_logging) and
+    # before the extensions' hooks: the CSRF check and a rate-limit key may read the form.
+    hooks = app.before_request_funcs.setdefault(None, [])
+    hooks.insert(1 if hooks else 0, cap_request_body)
 
     defaults = list(HEADERS.items())
     if app.config["TIFFIN_ENV"] == "production":
