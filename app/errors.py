@@ -53,6 +53,27 @@ _CODES = [
               "We could not find this payment session.",
               "Start the checkout again from the plan page.",
               "Return/callback named a session or order id the gateway or our database does not know."),
+    ErrorCode("PAYMENT_SESSION_MISMATCH", 400,
+              "This payment confirmation does not belong to the order it names, so nothing was "
+              "changed.",
+              "Open your account page to see your orders. If you paid, that order is confirmed "
+              "automatically.",
+              "Return/callback named one order but a payment session or gateway order of another "
+              "(possible tampering); logged at WARNING with both ids and the user, audited as "
+              "payment_session_mismatch; no order changed."),
+    ErrorCode("PAYMENT_CONFLICT", 409,
+              "This payment clashes with one we have already recorded, so nothing was changed.",
+              "You will not be charged twice. Our team has been alerted and will sort it out.",
+              "A unique key refused the fulfilment (the payment id is recorded on another order, "
+              "or a second live subscription) and no settled row won; order set to needs_review, "
+              "the constraint is in the log line."),
+    ErrorCode("PAYMENT_UNMATCHED", 409,
+              "We received a payment we could not match to one of your orders, so nothing was "
+              "changed yet.",
+              "You will not be charged twice: our team reviews it and refunds or applies it.",
+              "A gateway reported a payment for no order or subscription we hold (possible "
+              "duplicate charge); held as a needs_review order, nothing granted. Refund it with "
+              "`flask orders refund REF`, or grant it with `flask orders grant REF`."),
     ErrorCode("PAYMENT_PENDING_CONFIRMATION", 202,
               "Your payment has been received and is being confirmed. This page updates by itself.",
               "No need to pay again. If this takes more than a few minutes, check your account page.",

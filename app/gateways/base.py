@@ -112,6 +112,9 @@ class PaymentGateway(ABC):
 
     name: str = ""
     display_name: str = ""
+    # Return/callback fields naming a gateway session that `verify_return` asks about;
+    # each must be the order's own stored id (the return's order is refused otherwise).
+    return_session_fields: tuple[str, ...] = ()
 
     def __init__(self, config: Mapping):
         self.config = config

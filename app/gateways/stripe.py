@@ -169,6 +169,7 @@ def remote_subscription_from(data: Mapping) -> RemoteSubscription:
 class StripeGateway(PaymentGateway):
     name = "stripe"
     display_name = "Card (Stripe)"
+    return_session_fields = ("session_id",)
 
     def __init__(self, config: Mapping):
         super().__init__(config)
@@ -258,12 +259,14 @@ class StripeGateway(PaymentGateway):
             raw=session)
 
     def verify_return(self, params: Mapping, *, order=None) -> PaymentResult:
-        """Retrieve the session named in the return URL and say where its payment stands.
+        """Retrieve the order's own Checkout Session (the id we stored; the one in the
+        return URL only without an order) and say where its payment stands.
 
         PAID only for payment_status paid / no_payment_required; PENDING while an
         async payment is processing or when Stripe cannot be reached.
         """
-        session_id = params.get("session_id") or ""
+        stored = order.gateway_order_id if order is not None else None
+        session_id = stored or params.get("session_id") or ""
         if not session_id.startswith("cs_"):
             raise TiffinError("PAYMENT_SESSION_NOT_FOUND", f"not a checkout session id {session_id!r}")
         try:

@@ -134,23 +134,21 @@ def _resume_checkout(order: Order | None) -> CheckoutStart | None:
 def confirm_return(gateway_name: str, user: User, params: Mapping) -> FulfilmentResult:
     """Verify a return/callback and fulfil through the one helper.
 
+    The order is the one the return names (`order_id`, else the session id); the
+    gateway is asked only about that order's own session or order id, and a return
+    that names another one is refused as PAYMENT_SESSION_MISMATCH, changing nothing.
     Raises TiffinError with the code to show: PAYMENT_PENDING_CONFIRMATION when the
     payment may still land (never a failure for a payment that may have succeeded).
     """
     gateway = get_gateway(gateway_name)
-    gateway_order_id = params.get("order_id") or params.get("session_id") or ""
-    order = find_order(gateway.name, gateway_order_id) if gateway_order_id else None
-    if order is None:
-        raise TiffinError("PAYMENT_SESSION_NOT_FOUND", f"{gateway.name} order {gateway_order_id!r}")
-    if order.user_id != user.id:
-        raise TiffinError("PAYMENT_USER_MISMATCH",
-                          f"order {order.reference} belongs to user {order.user_id}, "
-                          f"returned by user {user.id}")
+    order = _returned_order(gateway, user, params)
     if order.status in SETTLED:
         # Already paid (the webhook won, or a refresh): the shopper's own order, no
         # need to ask the gateway again.
         return FulfilmentResult(order.id, created=False)
     result = gateway.verify_return(params, order=order)
+    if result.gateway_order_id and result.gateway_order_id != order.gateway_order_id:
+        _refuse_session_mismatch(gateway.name, order, user, result.gateway_order_id)
     if result.status == PAID:
         return _fulfil_paid(order, user, result, actor=f"user:{user.id}")
     if result.status == PENDING:
@@ -192,6 +190,42 @@ def _fulfil_paid(order: Order, user: User, result: PaymentResult, *, actor: str
         gateway_customer_id=result.gateway_customer_id,
         gateway_subscription_id=result.gateway_subscription_id,
         period_start=result.period_start, period_end=result.period_end)
+
+
+def _returned_order(gateway, user: User, params: Mapping) -> Order:
+    """The shopper's own order a return or callback names, checked against every
+    session id the return carries (the gateway verifies only the order's own)."""
+    named = params.get("order_id") or params.get("session_id") or ""
+    order = find_order(gateway.name, named) if named else None
+    if order is None and named:  # a return may name the order by our reference
+        order = db.session.scalars(sa.select(Order).where(
+            Order.reference == named, Order.gateway == gateway.name)).first()
+    if order is None:
+        raise TiffinError("PAYMENT_SESSION_NOT_FOUND", f"{gateway.name} order {named!r}")
+    if order.user_id != user.id:
+        raise TiffinError("PAYMENT_USER_MISMATCH",
+                          f"order {order.reference} belongs to user {order.user_id}, "
+                          f"returned by user {user.id}")
+    for field in gateway.return_session_fields:
+        other = params.get(field)
+        if other and other != order.gateway_order_id:
+            _refuse_session_mismatch(gateway.name, order, user, other)
+    return order
+
+
+def _refuse_session_mismatch(gateway_name: str, order: Order, user: User, other_id: str):
+    """Log and audit a return naming one order and another's session; change nothing."""
+    order_id, reference, stored = order.id, order.reference, order.gateway_order_id
+    log.warning("possible tampering: %s return for order %s (%s) names session %s; user %s; "
+                "nothing changed", gateway_name, reference, stored, other_id, user.id)
+    db.session.rollback()
+    audit.record(f"user:{user.id}", "payment_session_mismatch", "order", order_id,
+                 user_id=user.id, order_id=order_id, gateway=gateway_name,
+                 stored_session_id=stored, returned_session_id=other_id)
+    db.session.commit()
+    raise TiffinError("PAYMENT_SESSION_MISMATCH",
+                      f"order {reference} ({stored}) returned with {gateway_name} session "
+                      f"{other_id} by user {user.id}", order_reference=reference)
 
 
 def mark_order_failed(order: Order, failure_code: str, failure_message: str | None, *,

@@ -366,6 +366,16 @@ def _record_refusal(gateway: str, gateway_order_id: str, error: TiffinError, act
     db.session.commit()
 
 
+def _winning_order(gateway: str, gateway_order_id: str, gateway_payment_id: str | None):
+    """The settled order that holds this order id, else this payment: what a
+    unique-key refusal resolves to (None when neither is settled)."""
+    winner = find_order(gateway, gateway_order_id)
+    if (winner is None or winner.status not in SETTLED) and gateway_payment_id:
+        winner = db.session.scalars(sa.select(Order).where(
+            Order.gateway == gateway, Order.gateway_payment_id == gateway_payment_id)).first()
+    return winner if winner is not None and winner.status in SETTLED else None
+
+
 def _create_subscription_and_order(user: User, plan: MealPlan, gateway: str, gateway_order_id: str,
                                    gateway_payment_id: str | None, amount_minor: int,
                                    currency: str, *, actor: str = "system",
@@ -403,14 +413,18 @@ def _create_subscription_and_order(user: User, plan: MealPlan, gateway: str, gat
         try:
             return _fulfil_once(user, plan, gateway, gateway_order_id, gateway_payment_id,
                                 amount_minor, currency, **kwargs)
-        except IntegrityError:
+        except IntegrityError as exc:
             # A concurrent caller inserted the same order/subscription/grant first.
             db.session.rollback()
-            winner = find_order(gateway, gateway_order_id)
-            if winner is not None and winner.status in SETTLED:
+            winner = _winning_order(gateway, gateway_order_id, gateway_payment_id)
+            if winner is not None:
                 return _settled_result(winner, user)
             if attempt >= 2:
-                raise
+                # No settled row won: refuse with a code (order to review), never a 500.
+                error = TiffinError("PAYMENT_CONFLICT", f"{gateway}:{gateway_order_id} payment "
+                                    f"{gateway_payment_id}: {getattr(exc, 'orig', exc)}")
+                _record_refusal(gateway, gateway_order_id, error, actor)
+                raise error from exc
         except TiffinError as error:
             db.session.rollback()
             _record_refusal(gateway, gateway_order_id, error, actor)
