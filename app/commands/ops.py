@@ -108,6 +108,8 @@ def monitor_check_command(_check, alert, as_json, since):
     else:
         _table([{"severity": f.severity, "check": f.check, "finding": f.summary}
                 for f in report.findings], ["severity", "check", "finding"])
+        for name, action in report.actions.items():
+            click.echo(f"What to do about {name}: {action}")
         totals = ", ".join(f"{k}={v}" for k, v in report.counts.items() if v)
         click.echo(f"{len(report.findings)} finding(s) in {report.duration_ms} ms"
                    + (f" ({totals})" if totals else ": healthy")

@@ -423,6 +423,38 @@ class StripeGateway(PaymentGateway):
                               ) from exc
         return _id(page.data[0]["invoice"]) if page.data else None
 
+    # --- refunds ------------------------------------------------------------
+    def refund_payment(self, *, gateway_payment_id: str, amount_minor: int, idempotency_key: str,
+                       notes: dict | None = None) -> dict:
+        """Refund `amount_minor` of a payment we recorded (a PaymentIntent, or the invoice
+        of a plan's payment); returns {"id", "status", "amount"} with Stripe's
+        "succeeded" as "processed", like the other gateways.
+
+        Sends `Idempotency-Key`, so a repeated call with the same key refunds once.
+        Raises TiffinError GATEWAY_UNAVAILABLE when Stripe refuses or is unreachable.
+        """
+        try:
+            payment_intent = (self._payment_intent_of_invoice(gateway_payment_id)
+                              if gateway_payment_id.startswith("in_") else gateway_payment_id)
+            refund = self.client.v1.refunds.create(
+                {"payment_intent": payment_intent, "amount": amount_minor,
+                 "metadata": {k: str(v) for k, v in (notes or {}).items()}},
+                {"idempotency_key": idempotency_key})
+        except stripe.StripeError as exc:
+            raise TiffinError("GATEWAY_UNAVAILABLE",
+                              f"stripe refund of {gateway_payment_id} failed: {exc}") from exc
+        if refund.status in ("failed", "canceled"):
+            raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe refund {refund.id} of "
+                              f"{gateway_payment_id} is {refund.status}")
+        return {"id": refund.id, "amount": refund.amount,
+                "status": "processed" if refund.status == "succeeded" else refund.status}
+
+    def _payment_intent_of_invoice(self, invoice_id: str) -> str:
+        page = self.client.v1.invoice_payments.list({"invoice": invoice_id, "limit": 1})
+        if not page.data:
+            raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe invoice {invoice_id} has no payment")
+        return _id(page.data[0]["payment"]["payment_intent"])
+
     # --- account actions ----------------------------------------------------
     def _update(self, subscription, params: dict, action: str):
         try:

@@ -133,6 +133,13 @@ class TestGateway(PaymentGateway):
         return GatewayEvent(event_id=event_id, event_type=event_type, payload=payload,
                             created_at=created, livemode=False)
 
+    def refund_payment(self, *, gateway_payment_id: str, amount_minor: int, idempotency_key: str,
+                       notes: dict | None = None) -> dict:
+        """Refund at once (no bank to wait for). Keeping no state, it derives the refund
+        id from the idempotency key: a repeated request gets the same refund back."""
+        digest = hashlib.sha256(f"{gateway_payment_id}|{idempotency_key}".encode()).hexdigest()
+        return {"id": "tgr_" + digest[:24], "amount": amount_minor, "status": "processed"}
+
     # --- the "gateway's" side: used by the hosted page in app/test_gateway ---
     def session_serializer(self) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(_secrets(self.config)[0], salt="tiffin-test-gateway-session")

@@ -40,6 +40,9 @@ log = logging.getLogger("tiffin.fulfilment")
 SETTLED = (ORDER_PAID, ORDER_REFUNDED, ORDER_PARTIALLY_REFUNDED, ORDER_DISPUTED)
 # An order may become paid from these (Razorpay sends payment.failed then payment.captured).
 PAYABLE = (ORDER_PENDING, ORDER_FAILED, ORDER_CANCELED, ORDER_NEEDS_REVIEW)
+# A needs_review order with this failure code is a payment we could not tie to an
+# order (app.services.unmatched): only an operator's decision fulfils it.
+UNMATCHED = "PAYMENT_UNMATCHED"
 _SQLITE_LOCK_RETRIES = 20
 
 
@@ -48,7 +51,7 @@ SUBSCRIPTIONS = Subscription.__table__
 # What fulfilment reads of an order: enough to check the payment and settle it.
 _ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORDERS.c.meal_plan_id,
                   ORDERS.c.kind, ORDERS.c.status, ORDERS.c.amount_minor, ORDERS.c.currency,
-                  ORDERS.c.gateway_data)
+                  ORDERS.c.gateway_data, ORDERS.c.failure_code)
 _SETTLED_CHECK_COLUMNS = (ORDERS.c.id, ORDERS.c.reference, ORDERS.c.user_id, ORDERS.c.status)
 _SUBSCRIPTION_COLUMNS = (SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.order_id, SUBSCRIPTIONS.c.gateway,
                          SUBSCRIPTIONS.c.gateway_subscription_id, SUBSCRIPTIONS.c.status,
@@ -258,6 +261,9 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
         return _settled_result(order, user)
     if order is not None and order.status not in PAYABLE:
         raise RuntimeError(f"order {order.reference} in unexpected status {order.status}")
+    if order is not None and order.status == ORDER_NEEDS_REVIEW and order.failure_code == UNMATCHED:
+        raise TiffinError(UNMATCHED, f"order {order.reference} is a payment held for review",
+                          order_reference=order.reference)
 
     current = _LOCK_LIVE_SUBSCRIPTION.execute({"user_id": user_id}).first()
     gateway_renewal = (order is None and current is not None and bool(gateway_subscription_id)
@@ -355,7 +361,8 @@ def _record_refusal(gateway: str, gateway_order_id: str, error: TiffinError, act
     log.warning("fulfilment refused %s for %s:%s by %s: %s", error.code, gateway, gateway_order_id,
                 actor, error.detail)
     order = find_order(gateway, gateway_order_id, for_update=True)
-    if order is not None and error.code != "PAYMENT_USER_MISMATCH" and order.status in PAYABLE:
+    if order is not None and error.code not in ("PAYMENT_USER_MISMATCH", UNMATCHED) \
+            and order.status in PAYABLE:
         order.status = ORDER_NEEDS_REVIEW
         order.failure_code = error.code
         order.failure_message = error.detail

@@ -64,6 +64,7 @@ class Check:
     summary: str  # str.format over the row
     fingerprint: tuple[str, ...] = ()
     params: Callable[[dict], dict] | None = None  # extra parameters from the settings
+    action: str = ""  # what the operator should do about a finding
 
 
 @dataclass
@@ -87,12 +88,19 @@ class Report:
             return EXIT_ALERT_FAILED
         return EXIT_WARNING if self.findings else EXIT_OK
 
+    @property
+    def actions(self) -> dict:
+        """What to do, for each check with findings that says."""
+        return {c.name: c.action for c in CHECKS
+                if c.action and any(f.check == c.name for f in self.findings)}
+
     def as_dict(self) -> dict:
         return {"exit_code": self.exit_code, "started_at": self.started_at.isoformat(),
                 "duration_ms": self.duration_ms, "counts": self.counts,
                 "critical": sum(f.severity == CRITICAL for f in self.findings),
                 "warning": sum(f.severity == WARNING for f in self.findings),
                 "alerts_sent": self.alerts_sent, "alert_errors": self.alert_errors,
+                "actions": self.actions,
                 "findings": [asdict(f) for f in self.findings]}
 
 
@@ -117,9 +125,24 @@ CHECKS: list[Check] = [
                     o.currency, count(*) OVER () AS total
              FROM orders o
              WHERE o.status = 'needs_review' AND o.created_at >= :since
+               AND COALESCE(o.failure_code, '') <> 'PAYMENT_UNMATCHED'
              ORDER BY o.id LIMIT :limit""",
           "order {reference} (user {user_id}, {gateway}, {amount_minor} {currency}) needs review: "
           "{failure_code}", fingerprint=("failure_code",)),
+    Check("payment_unmatched", CRITICAL,
+          "Payments that match no order or subscription (possible duplicate charge)",
+          """SELECT o.id, o.reference, o.user_id, o.gateway, o.gateway_order_id,
+                    o.gateway_payment_id, o.amount_minor, o.currency, o.created_at,
+                    count(*) OVER () AS total
+             FROM orders o
+             WHERE o.status = 'needs_review' AND o.failure_code = 'PAYMENT_UNMATCHED'
+               AND o.created_at >= :since
+             ORDER BY o.id LIMIT :limit""",
+          "possible duplicate charge: {reference} holds {gateway} payment {gateway_payment_id} "
+          "({amount_minor} {currency}, user {user_id}) that matches no order or subscription; "
+          "nothing was granted",
+          action="Look the payment up at the gateway and with the shopper, then refund it "
+                 "(flask orders refund REF) or grant what it paid for (flask orders grant REF)."),
     Check("orphan_subscription", WARNING, "Subscriptions whose order is not paid",
           f"""SELECT s.id, s.user_id, s.status AS subscription_status, o.reference,
                      o.status AS order_status, count(*) OVER () AS total
@@ -383,6 +406,7 @@ def format_alert(findings: list[Finding], report: Report) -> tuple[str, str]:
         lines.append(f"- [{f.severity}] {f.check}: {f.summary}")
     if len(findings) > MAX_LINES_PER_MESSAGE:
         lines.append(f"... and {len(findings) - MAX_LINES_PER_MESSAGE} more (run the monitor with --json)")
+    lines.extend(f"What to do about {name}: {action}" for name, action in report.actions.items())
     return subject, "\n".join(lines)
 
 

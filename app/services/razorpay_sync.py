@@ -29,7 +29,7 @@ from app.models.order import ORDER_PAID, ORDER_PARTIALLY_REFUNDED, ORDER_REFUNDE
 from app.models.subscription import (LIVE_STATUSES, SUB_ACTIVE, SUB_CANCELED, SUB_COMPLETED,
                                      SUB_UNPAID)
 from app.models.types import utcnow
-from app.services import audit, lifecycle
+from app.services import audit, lifecycle, unmatched
 from app.services.checkout import mark_order_authorized, mark_order_failed
 from app.services.fulfilment import (PAYABLE, FulfilmentResult, _create_subscription_and_order,
                                      find_order)
@@ -67,26 +67,26 @@ def fulfil_order_payment(payment: dict, *, actor: str = ACTOR) -> FulfilmentResu
     """Fulfil a captured payment of one of our Razorpay orders (payment.captured, order.paid).
 
     Returns None when it is not ours to fulfil here: a subscription charge
-    (subscription.charged drives those), an unknown order without our notes, or
-    a refused fulfilment.
+    (subscription.charged drives those), a payment of no order of ours (held for
+    review, nothing granted), or a refused fulfilment.
     """
     if payment.get("status") != "captured":
         return None
     order = find_order(GATEWAY, payment["order_id"]) if payment.get("order_id") else None
     if order is None:
-        notes = payment.get("notes")
-        user_id, plan_id = note_int(notes, "user_id"), note_int(notes, "plan_id")
-        if payment.get("invoice_id") or not payment.get("order_id") or not (user_id and plan_id):
-            return None
-        # Paid at Razorpay but our pending row is missing: fulfil for whom our notes name.
-        user, plan = db.session.get(User, user_id), db.session.get(MealPlan, plan_id)
-        if user is None or plan is None:
-            log.error("razorpay payment %s names unknown user %s / plan %s", payment["id"],
-                      user_id, plan_id)
-            return None
-    else:
-        user, plan = db.session.get(User, order.user_id), order.meal_plan
+        if not payment.get("invoice_id"):
+            _hold(payment, payment.get("order_id"), payment.get("notes"), actor=actor)
+        return None
+    user, plan = db.session.get(User, order.user_id), order.meal_plan
     return _fulfil(user, plan, payment["order_id"], payment, actor=actor)
+
+
+def _hold(payment: dict, gateway_order_id: str | None, notes, *, actor: str) -> None:
+    """Paid at Razorpay, but no order or subscription of ours: held for review."""
+    unmatched.hold_payment(GATEWAY, gateway_order_id, payment["id"], payment.get("amount"),
+                           str(payment.get("currency") or "") or None,
+                           user_id=note_int(notes, "user_id"), plan_id=note_int(notes, "plan_id"),
+                           actor=actor)
 
 
 def record_authorization(payment: dict, *, actor: str = ACTOR) -> FulfilmentResult | None:
@@ -166,16 +166,13 @@ def _apply_charge(subscription_entity: dict, payment: dict | None, *,
                        gateway_subscription_id=sub_id,
                        gateway_customer_id=subscription_entity.get("customer_id"), **period)
     if subscription is None:
-        notes = subscription_entity.get("notes")
-        user = db.session.get(User, note_int(notes, "user_id") or 0)
-        plan = db.session.get(MealPlan, note_int(notes, "plan_id") or 0)
-        if activation is not None or user is None or plan is None:
+        if activation is not None:
             log.error("razorpay charge %s for subscription %s matches no Tiffin subscription",
                       payment["id"], sub_id)
             return None
-        # Paid at Razorpay but our activation row is missing: fulfil for whom our notes name.
-        return _fulfil(user, plan, sub_id, payment, actor=actor, gateway_subscription_id=sub_id,
-                       gateway_customer_id=subscription_entity.get("customer_id"), **period)
+        # Paid at Razorpay, but no activation order or subscription of ours.
+        _hold(payment, sub_id, subscription_entity.get("notes"), actor=actor)
+        return None
     if subscription.status == SUB_UNPAID:
         # Halted, then a retry succeeded: Razorpay reactivates it, and so do we.
         lifecycle.apply_remote_state(subscription, status=SUB_ACTIVE, event_at=None, actor=actor)

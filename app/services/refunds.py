@@ -18,7 +18,7 @@ from app.extensions import db
 from app.gateways import get_gateway
 from app.models import Order
 from app.models.order import ORDER_PAID, ORDER_PARTIALLY_REFUNDED
-from app.services import audit, lifecycle
+from app.services import audit, lifecycle, unmatched
 
 log = logging.getLogger("tiffin.refunds")
 
@@ -35,6 +35,13 @@ class RefundOutcome:
     gateway_status: str  # the gateway's refund status ("processed", "pending")
     order_status: str
 
+    def as_dict(self) -> dict:
+        return {"reference": self.order.reference, "refunded": True, "refund_id": self.refund_id,
+                "gateway": self.order.gateway, "amount_minor": self.amount_minor,
+                "currency": self.order.currency, "gateway_status": self.gateway_status,
+                "order_status": self.order_status,
+                "refunded_minor": self.order.refunded_minor}
+
 
 def refund_order(reference: str, amount_minor: int | None = None, *, actor: str) -> RefundOutcome:
     """Refund `amount_minor` (default: all that is left) of a paid order at its gateway.
@@ -45,8 +52,10 @@ def refund_order(reference: str, amount_minor: int | None = None, *, actor: str)
     order = db.session.scalars(sa.select(Order).where(Order.reference == reference)).first()
     if order is None:
         raise RefundRefused(f"no order {reference}")
-    if order.status not in (ORDER_PAID, ORDER_PARTIALLY_REFUNDED) or not order.gateway_payment_id:
-        raise RefundRefused(f"order {reference} is {order.status}; only paid orders can be refunded")
+    refundable = order.status in (ORDER_PAID, ORDER_PARTIALLY_REFUNDED) or unmatched.is_held(order)
+    if not refundable or not order.gateway_payment_id:
+        raise RefundRefused(f"order {reference} is {order.status}; only paid orders (and payments "
+                            "held for review) can be refunded")
     remaining = order.amount_minor - order.refunded_minor
     amount = remaining if amount_minor is None else amount_minor
     if amount <= 0 or amount > remaining:
@@ -55,7 +64,9 @@ def refund_order(reference: str, amount_minor: int | None = None, *, actor: str)
     gateway = get_gateway(order.gateway)
     if not hasattr(gateway, "refund_payment"):
         raise RefundRefused(f"gateway {order.gateway} cannot refund from Tiffin")
-    key = f"{order.reference}-r{order.refunded_minor}-{amount}"
+    # Same order, amount and refund so far: same key, so a repeat refunds once.
+    refunded_before = order.refunded_minor
+    key = f"{order.reference}-r{refunded_before}-{amount}"
     db.session.rollback()  # no transaction held open across the gateway call
     refund = gateway.refund_payment(gateway_payment_id=order.gateway_payment_id,
                                     amount_minor=amount, idempotency_key=key,
@@ -64,12 +75,12 @@ def refund_order(reference: str, amount_minor: int | None = None, *, actor: str)
     audit.record(actor, "refund_requested", "order", order.id, user_id=order.user_id,
                  order_id=order.id, refund_id=refund["id"], amount_minor=amount,
                  gateway_status=refund.get("status"), idempotency_key=key)
-    total = order.refunded_minor + amount
     db.session.commit()
     status = order.status
     if refund.get("status") == "processed":
-        status = lifecycle.record_refund(order, refunded_total_minor=total, refund_id=refund["id"],
-                                         actor=actor)
+        # The total this refund makes, whatever a webhook recorded meanwhile.
+        status = lifecycle.record_refund(order, refunded_total_minor=refunded_before + amount,
+                                         refund_id=refund["id"], actor=actor)
     log.info("refund %s of %s %s for %s: %s", refund["id"], amount, order.currency, reference,
              refund.get("status"))
     return RefundOutcome(order, refund["id"], amount, str(refund.get("status")), status)

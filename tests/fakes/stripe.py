@@ -88,6 +88,9 @@ class FakeStripe:
         self.invoices: dict[str, dict] = {}
         self.prices: dict[str, dict] = {}
         self.products: dict[str, dict] = {}
+        self.payments: dict[str, dict] = {}  # PaymentIntent id -> {"amount", "currency", "refunded"}
+        self.refunds: dict[str, dict] = {}
+        self.refund_status = "succeeded"  # what a new refund reports ("pending" for bank refunds)
         self.requests: list[tuple[str, str, dict, dict]] = []
         self._idempotent: dict[str, tuple[str, dict]] = {}
         self.lock = threading.RLock()
@@ -108,13 +111,14 @@ class FakeStripe:
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key:
             if key in self._idempotent:
-                path, body = self._idempotent[key]
-                return _json(body) if path == request.path else _error(
+                # Like Stripe: the first response again, or an error for other parameters.
+                path, first_params, body = self._idempotent[key]
+                return _json(body) if (path, first_params) == (request.path, params) else _error(
                     400, "Keys for idempotent requests can only be used with the same parameters",
                     code="idempotency_key_in_use")
         response = self.route(request.method, request.path, params)
         if request.method == "POST" and key and response.status_code == 200:
-            self._idempotent[key] = (request.path, json.loads(response.get_data()))
+            self._idempotent[key] = (request.path, params, json.loads(response.get_data()))
         return response
 
     def route(self, method: str, path: str, params: dict) -> Response:
@@ -155,7 +159,10 @@ class FakeStripe:
         if path == "/v1/invoice_payments" and method == "GET":
             pi = (params.get("payment") or {}).get("payment_intent")
             return _json(_list(path, [p for p in self.invoice_payments
-                                      if p["payment"]["payment_intent"] == pi]))
+                                      if p["payment"]["payment_intent"] == pi
+                                      or p["invoice"] == params.get("invoice")]))
+        if path == "/v1/refunds" and method == "POST":
+            return self.create_refund(params)
         if path == "/v1/prices":
             if method == "GET":
                 keys = params.get("lookup_keys") or []
@@ -370,9 +377,50 @@ class FakeStripe:
                 sub["id"], billing_reason="subscription_create", amount=s["amount_total"],
                 currency=s["currency"], invoice_id=s["invoice"])
             self.link_payment(s["invoice"], _id("pi"))
+            self.payments[self.invoice_payments[-1]["payment"]["payment_intent"]] = {
+                "amount": s["amount_total"], "currency": s["currency"], "refunded": 0}
         else:
             s["payment_intent"] = _id("pi")
+            self.payments[s["payment_intent"]] = {"amount": s["amount_total"],
+                                                  "currency": s["currency"], "refunded": 0}
         return s
+
+    def create_refund(self, params: dict) -> Response:
+        """POST /v1/refunds for a PaymentIntent: refuses more than is left, like Stripe."""
+        payment = self.payments.get(params.get("payment_intent") or "")
+        if payment is None:
+            return _error(404, f"No such payment_intent: '{params.get('payment_intent')}'")
+        left = payment["amount"] - payment["refunded"]
+        amount = int(params.get("amount") or left)
+        if left <= 0:
+            return _error(400, "Charge has already been refunded.",
+                          code="charge_already_refunded")
+        if amount > left:
+            return _error(400, f"Refund amount ({amount}) is greater than unrefunded amount "
+                          f"on charge ({left})", code="amount_too_large")
+        if self.refund_status == "succeeded":
+            payment["refunded"] += amount
+        refund = {"id": _id("re"), "object": "refund", "amount": amount,
+                  "currency": payment["currency"], "payment_intent": params["payment_intent"],
+                  "charge": _id("ch"), "status": self.refund_status,
+                  "metadata": params.get("metadata") or {}, "created": int(time.time())}
+        self.refunds[refund["id"]] = refund
+        return _json(refund)
+
+    def settle_refund(self, refund_id: str) -> dict:
+        """A pending refund goes through at the bank."""
+        with self.lock:
+            refund = self.refunds[refund_id]
+            if refund["status"] != "succeeded":
+                refund["status"] = "succeeded"
+                self.payments[refund["payment_intent"]]["refunded"] += refund["amount"]
+            return refund
+
+    def refunded_charge(self, payment_intent: str) -> dict:
+        """The charge of a PaymentIntent as `charge.refunded` carries it (cumulative refunds)."""
+        payment = self.payments[payment_intent]
+        return self.charge(payment_intent=payment_intent, amount=payment["amount"],
+                           amount_refunded=payment["refunded"], currency=payment["currency"])
 
     def make_subscription(self, *, customer: str, price: dict, start: int, end: int,
                           metadata: dict | None = None, status: str = "active") -> dict:

@@ -144,8 +144,10 @@ def test_late_events_for_a_fulfilled_order_change_nothing(shop, razorpay_fake):
     assert order.failure_message is None and count(CreditLedgerEntry) == 1
 
 
-def test_captured_payment_without_our_pending_row_is_fulfilled_from_notes(shop, razorpay_fake):
-    """Our row was lost (or never committed): the notes we sent name user and plan."""
+def test_captured_payment_without_our_pending_row_is_held_until_an_operator_grants_it(
+        shop, razorpay_fake, runner):
+    """Our row was lost: the notes name user and plan, but that is no order of ours, so
+    the payment is held for review and grants nothing until an operator decides."""
     order_id, _ = shop.start()
     pending = order_row(order_id)
     razorpay_fake.payment_notes = {"user_id": str(pending.user_id),
@@ -156,9 +158,18 @@ def test_captured_payment_without_our_pending_row_is_fulfilled_from_notes(shop, 
     db.session.commit()
 
     r = shop.webhook("payment.captured", payment=payment)
+    again = shop.webhook("payment.captured", payment=payment)
 
-    assert r.status_code == 200 and order_row(order_id).status == "paid"
-    assert user().addon_meal_credits == 5
+    held = order_row(order_id)
+    assert r.status_code == 200 and r.json["status"] == "processed" and again.status_code == 200
+    assert held.status == "needs_review" and held.failure_code == "PAYMENT_UNMATCHED"
+    assert held.gateway_payment_id == payment["id"] and count(Order) == 1
+    assert user().addon_meal_credits == 0 and count(CreditLedgerEntry) == 0
+
+    granted = runner.invoke(args=["orders", "grant", held.reference])
+
+    assert granted.exit_code == 0, granted.output
+    assert order_row(order_id).status == "paid" and user().addon_meal_credits == 5
 
 
 def test_unknown_event_types_are_stored_and_acknowledged(shop, razorpay_fake):

@@ -16,7 +16,7 @@ from app.gateways.stripe import invoice_period, subscription_id_of_invoice
 from app.models.subscription import SUB_CANCELED
 from app.models.types import utcnow
 from app.models.webhook import EVENT_IGNORED, EVENT_PROCESSED
-from app.services import lifecycle, stripe_sync
+from app.services import lifecycle, stripe_sync, unmatched
 from app.services.checkout import mark_order_failed
 from app.services.fulfilment import _create_subscription_and_order, find_order, payer
 
@@ -44,16 +44,18 @@ def _period(subscription_id: str | None, fallback=(None, None)):
         return fallback
 
 
-def fulfil_session(result: PaymentResult) -> str:
+def fulfil_session(result: PaymentResult, event) -> str:
     """Fulfil a paid Checkout Session through the one helper (keyed on the session id)."""
     if result.status != PAID:
         return EVENT_PROCESSED  # an async payment still processing: its own event follows
-    found = payer(GATEWAY, result.gateway_order_id, user_id=result.metadata_user_id,
-                  plan_id=result.metadata_plan_id)
+    found = payer(GATEWAY, result.gateway_order_id)  # the stored order's owner and plan
     if found is None:
-        log.warning("stripe session %s names no user/plan of ours (user %s, plan %s)",
-                    result.gateway_order_id, result.metadata_user_id, result.metadata_plan_id)
-        return EVENT_IGNORED
+        # Paid at Stripe, but no order of ours: held for review, nothing granted.
+        unmatched.hold_payment(GATEWAY, result.gateway_order_id, result.gateway_payment_id,
+                               result.amount_minor, result.currency,
+                               user_id=result.metadata_user_id, plan_id=result.metadata_plan_id,
+                               event=event, actor=ACTOR)
+        return EVENT_PROCESSED
     user, plan = found
     user_id = user.id
     period_start, period_end = _period(result.gateway_subscription_id)
@@ -74,11 +76,11 @@ def fulfil_session(result: PaymentResult) -> str:
 
 
 def checkout_session_completed(event) -> str:
-    return fulfil_session(_gateway().session_result(_object(event)))
+    return fulfil_session(_gateway().session_result(_object(event)), event)
 
 
 def checkout_session_async_payment_succeeded(event) -> str:
-    return fulfil_session(_gateway().session_result(_object(event)))
+    return fulfil_session(_gateway().session_result(_object(event)), event)
 
 
 def checkout_session_async_payment_failed(event) -> str:
@@ -111,7 +113,7 @@ def invoice_paid(event) -> str:
         # The first invoice beat checkout.session.completed: fulfil from the session,
         # keyed on the session id like every other path, so there is still one grant.
         result = _gateway().find_session_for_subscription(subscription_id)
-        return fulfil_session(result) if result is not None else EVENT_IGNORED
+        return fulfil_session(result, event) if result is not None else EVENT_IGNORED
     period_start, period_end = _period(subscription_id, invoice_period(invoice))
     try:
         lifecycle.record_renewal(
