@@ -80,6 +80,6 @@ def status(reference):
 @bp.get("/stripe/return")
 @login_required
 def stripe_return():
-    """Stripe Checkout's success_url: verify the session with Stripe, then show the order."""
-    result = confirm_return("stripe", current_user, {"session_id": request.args.get("session_id", "")})
+    """Stripe Checkout's success_url: verify the order's own session with Stripe, then show it."""
+    result = confirm_return("stripe", current_user, request.args)
     return redirect(url_for("checkout.success", reference=result.order.reference), code=303)

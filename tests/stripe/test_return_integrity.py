@@ -25,14 +25,14 @@ def _changed_nothing(pending, paid):
     assert count(Subscription) == 0 and user().plan_meal_credits == 0
 
 
+@pytest.mark.parametrize("path", RETURN_PATHS)
 def test_return_naming_one_order_and_another_paid_session_is_refused(client, auth, fake_stripe,
-                                                                      caplog):
+                                                                      caplog, path):
     auth.register()
     pending, paid, session = _two_orders(client, fake_stripe)
 
     with caplog.at_level(logging.WARNING):
-        r = client.get(f"/payments/stripe/return?order_id={pending.gateway_order_id}"
-                       f"&session_id={session['id']}")
+        r = client.get(f"{path}?order_id={pending.gateway_order_id}&session_id={session['id']}")
 
     assert r.status_code == 400 and "PAYMENT_SESSION_MISMATCH" in r.text
     _changed_nothing(pending, paid)
@@ -152,3 +152,21 @@ def test_payment_held_by_an_unsettled_order_is_a_conflict_code_not_a_500(client,
         "PAYMENT_CONFLICT"
     assert webhook.status_code == 200 and webhook.json["status"] == "processed"
     assert user().addon_meal_credits == 0 and count(CreditLedgerEntry) == 0
+
+
+def test_reconcile_fix_meeting_the_same_clash_reports_the_code_and_goes_on(client, auth, runner,
+                                                                         fake_stripe):
+    auth.register()
+    holder, holder_session = paid_session(client, fake_stripe, "meal-pack-5")
+    db.session.execute(sa.update(Order).where(Order.id == holder.id).values(
+        gateway_payment_id=holder_session["payment_intent"], status="failed"))
+    db.session.commit()
+    fake_stripe.sessions.pop(holder_session["id"])  # only the clashing session is listed
+    second, second_session = paid_session(client, fake_stripe, "meal-pack-5")
+    second_session["payment_intent"] = holder_session["payment_intent"]
+
+    result = runner.invoke(args=["reconcile", "--since", "1h", "--fix", "--json"])
+
+    assert result.exit_code == 2, result.output
+    assert "PAYMENT_CONFLICT" in result.output and "Traceback" not in result.output
+    assert reload(second).status == "needs_review" and count(CreditLedgerEntry) == 0
