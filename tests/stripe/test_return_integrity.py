@@ -134,15 +134,23 @@ def test_payment_already_recorded_on_a_paid_order_resolves_to_that_order(client,
     assert user().addon_meal_credits == 5 and count(NotificationOutbox) == 1
 
 
-def test_payment_held_by_an_unsettled_order_is_a_conflict_code_not_a_500(client, auth,
-                                                                        fake_stripe):
-    auth.register()
-    holder, holder_session = paid_session(client, fake_stripe, "meal-pack-5")
+def _payment_held_by_a_failed_order(client, fake, *, list_holder=True):
+    """A paid session whose PaymentIntent a failed order of ours already carries."""
+    holder, holder_session = paid_session(client, fake, "meal-pack-5")
     db.session.execute(sa.update(Order).where(Order.id == holder.id).values(
         gateway_payment_id=holder_session["payment_intent"], status="failed"))
     db.session.commit()
-    second, second_session = paid_session(client, fake_stripe, "meal-pack-5")
+    if not list_holder:
+        fake.sessions.pop(holder_session["id"])
+    second, second_session = paid_session(client, fake, "meal-pack-5")
     second_session["payment_intent"] = holder_session["payment_intent"]
+    return second, second_session
+
+
+def test_payment_held_by_an_unsettled_order_is_a_conflict_code_not_a_500(client, auth,
+                                                                        fake_stripe):
+    auth.register()
+    second, second_session = _payment_held_by_a_failed_order(client, fake_stripe)
 
     r = client.get(f"/payments/stripe/return?session_id={second_session['id']}")
     webhook, _ = deliver(client, fake_stripe, "checkout.session.completed", second_session)
@@ -157,13 +165,8 @@ def test_payment_held_by_an_unsettled_order_is_a_conflict_code_not_a_500(client,
 def test_reconcile_fix_meeting_the_same_clash_reports_the_code_and_goes_on(client, auth, runner,
                                                                          fake_stripe):
     auth.register()
-    holder, holder_session = paid_session(client, fake_stripe, "meal-pack-5")
-    db.session.execute(sa.update(Order).where(Order.id == holder.id).values(
-        gateway_payment_id=holder_session["payment_intent"], status="failed"))
-    db.session.commit()
-    fake_stripe.sessions.pop(holder_session["id"])  # only the clashing session is listed
-    second, second_session = paid_session(client, fake_stripe, "meal-pack-5")
-    second_session["payment_intent"] = holder_session["payment_intent"]
+    second, second_session = _payment_held_by_a_failed_order(client, fake_stripe,
+                                                             list_holder=False)
 
     result = runner.invoke(args=["reconcile", "--since", "1h", "--fix", "--json"])
 
