@@ -79,8 +79,6 @@ _START_SUBSCRIPTION = DriverStatement(sa.insert(SUBSCRIPTIONS).returning(SUBSCRI
 _ORDER_PAYER = (sa.select(User, MealPlan).select_from(Order)
                 .join(User, User.id == Order.user_id)
                 .join(MealPlan, MealPlan.id == Order.meal_plan_id).where(_THIS_ORDER))
-_NAMED_PAYER = sa.select(User, MealPlan).where(User.id == sa.bindparam("user_id"),
-                                               MealPlan.id == sa.bindparam("plan_id"))
 
 
 @dataclass
@@ -115,16 +113,12 @@ def find_order(gateway: str, gateway_order_id: str, *, for_update: bool = False)
     return order
 
 
-def payer(gateway: str, gateway_order_id: str, *, user_id=None, plan_id=None
-          ) -> tuple[User, MealPlan] | None:
-    """Who paid and for what: the stored order's owner and plan (one query), or,
-    when we hold no order for it, the user and plan the gateway's metadata names.
-    None when neither is known to us."""
+def payer(gateway: str, gateway_order_id: str) -> tuple[User, MealPlan] | None:
+    """Who paid and for what: the stored order's owner and plan (one query), or None
+    when we hold no such order (a payment we cannot tie to one grants nothing: see
+    app.services.unmatched)."""
     found = db.session.execute(_ORDER_PAYER, {"gateway": gateway,
                                               "gateway_order_id": gateway_order_id}).first()
-    if found is None and user_id is not None and plan_id is not None:
-        found = db.session.execute(_NAMED_PAYER, {"user_id": int(user_id),
-                                                  "plan_id": int(plan_id)}).first()
     return tuple(found) if found is not None else None
 
 
