@@ -169,22 +169,29 @@ def fix_subscriptions_command(mode, dry_run, as_json):
     """Create the missing subscription for every paid order; repair status drift.
 
     \b
+    A Stripe or Razorpay subscription is linked to the gateway's own (the id the
+    order recorded, else the gateway is asked once), so its webhooks find it.
+
+    \b
     Exit codes: 0 nothing to fix (or all fixed), 1 only status drift found,
-    2 a paid order without subscription found (or a repair failed), 4 already running.
+    2 a paid order without subscription or a gateway-billed subscription without
+    the gateway's id found (or a repair failed), 4 already running.
     """
     ctx = click.get_current_context()
     if mode is None:
         raise click.UsageError("give --check or --fix")
     if mode == "check":
         missing, drift = repair.missing_subscription_findings(), repair.drift_findings()
-        findings = missing + drift
+        unlinked = repair.unlinked_subscription_findings()
+        findings = missing + unlinked + drift
         if as_json:
             _emit_json({"findings": [f.__dict__ for f in findings]})
         else:
             _table([{"check": f.check, "finding": f.summary} for f in findings], ["check", "finding"])
             click.echo(f"{len(missing)} paid order(s) without subscription, "
+                       f"{len(unlinked)} subscription(s) without the gateway's id, "
                        f"{len(drift)} user(s) with status drift")
-        ctx.exit(2 if missing else 1 if drift else 0)
+        ctx.exit(2 if missing or unlinked else 1 if drift else 0)
     try:
         with job_lock("fix"):
             results = repair.fix_failed_subscriptions(
@@ -195,7 +202,8 @@ def fix_subscriptions_command(mode, dry_run, as_json):
     if any(r.error for r in results):
         ctx.exit(2)
     if dry_run and results:
-        ctx.exit(2 if any(r.kind == "missing_subscription" for r in results) else 1)
+        ctx.exit(2 if any(r.kind in ("missing_subscription", "unlinked_subscription")
+                          for r in results) else 1)
     ctx.exit(0)
 
 

@@ -18,6 +18,8 @@ GATEWAY_CLASSES: dict[str, type[PaymentGateway]] = {
     RazorpayGateway.name: RazorpayGateway,
     StripeGateway.name: StripeGateway,
 }
+# Gateways that bill subscriptions themselves: our copy of one must carry their id.
+GATEWAY_BILLED = tuple(sorted(n for n, c in GATEWAY_CLASSES.items() if c.bills_subscriptions))
 
 
 def available_gateways() -> list[str]:
@@ -33,3 +35,9 @@ def get_gateway(name: str) -> PaymentGateway:
     if name not in cache:
         cache[name] = GATEWAY_CLASSES[name](current_app.config)
     return cache[name]
+
+
+def recorded_subscription_id(order) -> str | None:
+    """The gateway subscription id an order recorded, read without asking the gateway."""
+    cls = GATEWAY_CLASSES.get(order.gateway)
+    return cls.recorded_subscription_id(order) if cls is not None else None

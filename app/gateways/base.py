@@ -80,6 +80,20 @@ class PlanChangeQuote:
 
 
 @dataclass
+class RemoteSubscription:
+    """The gateway's current view of one subscription it bills."""
+
+    id: str
+    status: str  # already mapped to our statuses
+    customer_id: str | None
+    price_id: str | None
+    metadata_plan_id: int | None
+    cancel_at_period_end: bool
+    period_start: datetime | None
+    period_end: datetime | None
+
+
+@dataclass
 class GatewayEvent:
     """A webhook whose signature checked out, ready to be stored."""
 
@@ -115,6 +129,9 @@ class PaymentGateway(ABC):
     # Return/callback fields naming a gateway session that `verify_return` asks about;
     # each must be the order's own stored id (the return's order is refused otherwise).
     return_session_fields: tuple[str, ...] = ()
+    # True for gateways that keep a subscription of their own and charge its renewals
+    # (Stripe, Razorpay): our copy must carry its id, or their webhooks cannot find it.
+    bills_subscriptions: bool = False
 
     def __init__(self, config: Mapping):
         self.config = config
@@ -154,6 +171,22 @@ class PaymentGateway(ABC):
         """Every checkout/payment the gateway knows of since `since`, newest first,
         for the reconcile backstop. Gateways without an API to ask return []."""
         return []
+
+    # --- the gateway's own subscription behind a plan order (repair tool) ------
+    @classmethod
+    def recorded_subscription_id(cls, order) -> str | None:
+        """The gateway subscription id a plan order recorded when it was paid, if any."""
+        return (order.gateway_data or {}).get("gateway_subscription_id")
+
+    def subscription_for_order(self, order, *, known_id: str | None = None
+                               ) -> RemoteSubscription | None:
+        """Ask the gateway (one request) which subscription this paid plan order
+        started and how it stands; `known_id` when the order recorded it.
+
+        None when the gateway bills no subscription for it. Raises
+        TiffinError(GATEWAY_UNAVAILABLE) when the gateway cannot be asked.
+        """
+        return None
 
     # Account actions. Gateways that bill on their side (Stripe, Razorpay) override
     # these to change the remote subscription first; the test gateway has no

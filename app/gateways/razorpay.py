@@ -27,7 +27,8 @@ from razorpay.errors import BadRequestError, GatewayError, ServerError, Signatur
 from app.errors import TiffinError
 from app.gateways.base import (CHANGE_AT_CYCLE_END, DECLINED, NOT_COMPLETED, PAID, PENDING,
                                CheckoutStart, GatewayEvent, PaymentGateway, PaymentResult,
-                               PlanChangeQuote, webhook_json_object)
+                               PlanChangeQuote, RemoteSubscription,
+                               webhook_json_object)
 
 log = logging.getLogger("tiffin.gateways.razorpay")
 
@@ -40,6 +41,11 @@ SUBSCRIPTION_PREFIX = "sub_"
 # Razorpay needs a number of billing cycles; ten years of either period.
 TOTAL_COUNT = {"week": 520, "month": 120}
 PERIODS = {"week": "weekly", "month": "monthly"}
+# Razorpay subscription status -> ours. `authenticated`: the mandate is set up and the
+# first charge taken (Razorpay starts the cycle later); `halted`/`paused`: no access.
+STATUS_MAP = {"created": "incomplete", "authenticated": "active", "active": "active",
+              "pending": "past_due", "halted": "unpaid", "paused": "unpaid",
+              "cancelled": "canceled", "completed": "completed", "expired": "canceled"}
 # Network trouble or a Razorpay 5xx: the payment may still have succeeded.
 UNREACHABLE = (requests.exceptions.RequestException, ServerError, GatewayError, ValueError)
 
@@ -68,6 +74,7 @@ def is_subscription_id(gateway_order_id: str | None) -> bool:
 class RazorpayGateway(PaymentGateway):
     name = "razorpay"
     display_name = "UPI, cards, netbanking (Razorpay)"
+    bills_subscriptions = True
 
     def client(self) -> razorpay.Client:
         return razorpay.Client(auth=(self.config["RAZORPAY_KEY_ID"],
@@ -361,6 +368,30 @@ class RazorpayGateway(PaymentGateway):
             "item": {"name": plan.name, "amount": plan.price_minor, "currency": plan.currency,
                      "description": plan.description[:255]},
             "notes": {"tiffin_plan": plan.slug}}, timeout=REQUEST_TIMEOUT_SECONDS)
+
+    # --- the subscription behind a plan order (repair tool) --------------------------
+    @classmethod
+    def recorded_subscription_id(cls, order) -> str | None:
+        """A plan's activation order is keyed on its subscription id (`sub_…`)."""
+        if is_subscription_id(order.gateway_order_id):
+            return order.gateway_order_id
+        return super().recorded_subscription_id(order)
+
+    def subscription_for_order(self, order, *, known_id: str | None = None
+                               ) -> RemoteSubscription | None:
+        """GET /v1/subscriptions/:id for the order's subscription (None for a pack)."""
+        subscription_id = known_id or self.recorded_subscription_id(order)
+        if not subscription_id:
+            return None
+        remote = self._remote(self.client().subscription.fetch, subscription_id)
+        notes = remote.get("notes")
+        return RemoteSubscription(
+            id=remote["id"], status=STATUS_MAP.get(remote.get("status"), "unpaid"),
+            customer_id=remote.get("customer_id") or None, price_id=remote.get("plan_id"),
+            metadata_plan_id=note_int(notes, "plan_id"),
+            cancel_at_period_end=False,  # the entity does not say; the webhook ends it
+            period_start=from_unix(remote.get("current_start")),
+            period_end=from_unix(remote.get("current_end")))
 
     # --- account actions: change Razorpay first, then the local copy ------------
     def _remote(self, call, *args):

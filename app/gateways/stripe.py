@@ -14,7 +14,6 @@ payment.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
@@ -23,6 +22,7 @@ import stripe
 from app.errors import TiffinError
 from app.gateways.base import (CHANGE_NOW, NOT_COMPLETED, PAID, PENDING, CheckoutStart,
                                GatewayEvent, PaymentGateway, PaymentResult, PlanChangeQuote,
+                               RemoteSubscription,
                                webhook_json_object)
 
 log = logging.getLogger("tiffin.gateways.stripe")
@@ -40,20 +40,6 @@ SESSION_MAX_LIFETIME = timedelta(hours=24)
 STATUS_MAP = {"active": "active", "trialing": "trialing", "past_due": "past_due",
               "canceled": "canceled", "incomplete": "incomplete",
               "incomplete_expired": "canceled", "unpaid": "unpaid", "paused": "unpaid"}
-
-
-@dataclass
-class RemoteSubscription:
-    """Stripe's current view of one subscription."""
-
-    id: str
-    status: str  # already mapped to our statuses
-    customer_id: str | None
-    price_id: str | None
-    metadata_plan_id: int | None
-    cancel_at_period_end: bool
-    period_start: datetime | None
-    period_end: datetime | None
 
 
 def ts(value) -> datetime | None:
@@ -170,6 +156,7 @@ class StripeGateway(PaymentGateway):
     name = "stripe"
     display_name = "Card (Stripe)"
     return_session_fields = ("session_id",)
+    bills_subscriptions = True
 
     def __init__(self, config: Mapping):
         super().__init__(config)
@@ -407,6 +394,25 @@ class StripeGateway(PaymentGateway):
             raise TiffinError("GATEWAY_UNAVAILABLE", f"stripe subscription {subscription_id}: {exc}"
                               ) from exc
         return remote_subscription_from(_as_dict(data))
+
+    def subscription_for_order(self, order, *, known_id: str | None = None
+                               ) -> RemoteSubscription | None:
+        """The subscription a plan order's Checkout Session created: the session
+        retrieved with its subscription expanded (one request), or the recorded id fetched."""
+        if known_id:
+            return self.fetch_subscription(known_id)
+        try:
+            session = _as_dict(self.client.v1.checkout.sessions.retrieve(
+                order.gateway_order_id, {"expand": ["subscription"]}))
+        except stripe.StripeError as exc:
+            raise TiffinError("GATEWAY_UNAVAILABLE",
+                              f"stripe session {order.gateway_order_id}: {exc}") from exc
+        subscription = session.get("subscription")
+        if not subscription:
+            return None
+        if isinstance(subscription, str):  # a server that does not expand
+            return self.fetch_subscription(subscription)
+        return remote_subscription_from(subscription)
 
     def subscription_from_data(self, data: Mapping) -> RemoteSubscription:
         """A Subscription object carried in an event, for when Stripe cannot be asked."""

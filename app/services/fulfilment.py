@@ -278,6 +278,10 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
         paid["gateway_customer_id"] = gateway_customer_id
     if metadata_user_id is not None:
         paid["gateway_metadata_user_id"] = int(metadata_user_id)
+    if gateway_subscription_id and plan.is_recurring:
+        # Kept on the order as well: a repair that re-creates a lost subscription
+        # links it to the gateway's from here, without asking the gateway.
+        gateway_data = {**(gateway_data or {}), "gateway_subscription_id": gateway_subscription_id}
     if gateway_data:
         paid["gateway_data"] = {**((order.gateway_data if order else None) or {}), **gateway_data}
     kind = order.kind if order is not None else (

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db
-from app.gateways import available_gateways
+from app.gateways import GATEWAY_BILLED, available_gateways
 from app.models import MonitorAlert, MonitorRun
 from app.models.types import UTCDateTime, utcnow
 from app.services import audit
@@ -42,6 +42,7 @@ EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_ALERT_FAILED, EXIT_LOCKED = 0, 1, 2, 
 LIVE_SQL = "('active', 'trialing', 'past_due')"
 PAID_SQL = "('paid', 'partially_refunded')"
 UNPAID_SQL = "('pending', 'failed', 'canceled', 'needs_review')"
+GATEWAY_BILLED_SQL = "(" + ", ".join(f"'{name}'" for name in GATEWAY_BILLED) + ")"
 MAX_LINES_PER_MESSAGE = 200
 
 
@@ -120,6 +121,17 @@ CHECKS: list[Check] = [
           "order {reference} (user {user_id}, {gateway} {gateway_order_id}, {amount_minor} "
           "{currency}) is paid but has no subscription",
           params=lambda c: {"paid_cutoff": _ago(minutes=c["MONITOR_PAID_GRACE_MINUTES"])}),
+    Check("subscription_without_gateway_id", CRITICAL,
+          "Live gateway-billed subscriptions not linked to the gateway's subscription",
+          f"""SELECT s.id, s.user_id, s.gateway, s.status, o.reference, count(*) OVER () AS total
+              FROM subscriptions s LEFT JOIN orders o ON o.id = s.order_id
+              WHERE s.status IN {LIVE_SQL} AND s.gateway IN {GATEWAY_BILLED_SQL}
+                AND (s.gateway_subscription_id IS NULL OR s.gateway_subscription_id = '')
+                AND s.created_at >= :since
+              ORDER BY s.id LIMIT :limit""",
+          "subscription {id} (user {user_id}, {status}, order {reference}) has no {gateway} "
+          "subscription id: {gateway} keeps charging, but its renewals, cancellations and plan "
+          "changes cannot find it; run `flask fix subscriptions --fix`"),
     Check("order_needs_review", CRITICAL, "Orders where money may be taken but fulfilment was refused",
           """SELECT o.id, o.reference, o.user_id, o.gateway, o.failure_code, o.amount_minor,
                     o.currency, count(*) OVER () AS total

@@ -2,7 +2,12 @@
 
 - A paid order with no subscription is fulfilled again through
   `_create_subscription_and_order`, the same helper every payment path uses,
-  so a repair racing a late webhook leaves exactly one subscription.
+  so a repair racing a late webhook leaves exactly one subscription. For a
+  gateway that bills the plan itself (Stripe, Razorpay) the new subscription is
+  linked to the gateway's — the id the order recorded, else the gateway asked
+  once — so its renewals, cancellations and plan changes still find it.
+- A live gateway-billed subscription without the gateway's id (made by an
+  older repair) is linked the same way.
 - Status and credit drift: a user's denormalised `subscription_status` is
   recomputed from the subscription rows (`lifecycle.sync_user_status`) and the
   credit balances are set back to the credit ledger's last `balance_after`.
@@ -19,17 +24,22 @@ import sqlalchemy as sa
 
 from app.errors import TiffinError
 from app.extensions import db
+from app.gateways import GATEWAY_BILLED, get_gateway, recorded_subscription_id
+from app.gateways.base import RemoteSubscription
 from app.models import CreditLedgerEntry, MealPlan, Order, Subscription, User
 from app.models.ledger import BUCKET_ADDON, BUCKET_PLAN
 from app.models.order import (ORDER_KIND_RENEWAL, ORDER_NEEDS_REVIEW, ORDER_PAID,
                               ORDER_PARTIALLY_REFUNDED)
-from app.models.subscription import LIVE_STATUSES
-from app.services import audit, credits, lifecycle, monitoring
+from app.models.subscription import (LIVE_STATUSES, SUB_CANCELED, SUB_COMPLETED, SUB_PAST_DUE,
+                                     SUB_UNPAID)
+from app.services import audit, credits, lifecycle, monitoring, webhook_inbox
 from app.services.fulfilment import _create_subscription_and_order, lock_user
 
 log = logging.getLogger("tiffin.repair")
 PAID_STATUSES = (ORDER_PAID, ORDER_PARTIALLY_REFUNDED)
 ALL_ROWS = 10 ** 9  # sync works through every drifted user, not just the monitor's first page
+# Gateway states a repaired subscription takes on; otherwise a paid plan starts active.
+REMOTE_STATES_TO_APPLY = (SUB_PAST_DUE, SUB_UNPAID, SUB_CANCELED, SUB_COMPLETED)
 
 
 class RepairError(RuntimeError):
@@ -38,7 +48,7 @@ class RepairError(RuntimeError):
 
 @dataclass
 class RepairResult:
-    kind: str          # missing_subscription | status_drift | move_order
+    kind: str          # missing_subscription | unlinked_subscription | status_drift | move_order
     target: str        # order reference or user id
     action: str        # what was (or, in a dry run, would be) done
     changed: bool = False
@@ -65,21 +75,83 @@ def _has_own_subscription(order_id: int) -> bool:
         Subscription.order_id == order_id)) is not None
 
 
-def missing_subscription_findings() -> list[monitoring.Finding]:
-    found, _ = monitoring.run_check(monitoring.get_check("paid_without_subscription"))
+def _findings(check: str, limit: int | None = None) -> list[monitoring.Finding]:
+    found, _ = monitoring.run_check(monitoring.get_check(check), limit=limit)
     db.session.rollback()
     return [f for f in found if not f.key.endswith(":more")]
+
+
+def missing_subscription_findings() -> list[monitoring.Finding]:
+    return _findings("paid_without_subscription")
+
+
+def unlinked_subscription_findings() -> list[monitoring.Finding]:
+    return _findings("subscription_without_gateway_id", limit=ALL_ROWS)
+
+
+@dataclass
+class GatewayLink:
+    """The gateway subscription behind a paid plan order, as far as we could learn it."""
+
+    subscription_id: str | None
+    remote: RemoteSubscription | None = None
+    error: str | None = None  # why the gateway could not be asked
+
+
+def gateway_link(order: Order) -> GatewayLink:
+    """What the order recorded, and the gateway's current view (asked once).
+
+    Call it outside any lock: it may wait on the gateway. A gateway that bills no
+    subscription (the test gateway) gives an empty link.
+    """
+    known = recorded_subscription_id(order)
+    if order.gateway not in GATEWAY_BILLED:
+        return GatewayLink(known)
+    try:
+        remote = get_gateway(order.gateway).subscription_for_order(order, known_id=known)
+    except TiffinError as exc:
+        log.warning("repair could not ask %s about order %s: %s", order.gateway, order.reference,
+                    exc.detail)
+        return GatewayLink(known, error=f"{exc.code}: {exc.detail}")
+    return GatewayLink(remote.id if remote is not None else known, remote)
+
+
+def _link_problem(order: Order, link: GatewayLink, subscription_id: int | None = None) -> str | None:
+    """Why this link cannot be used, or None."""
+    if order.gateway not in GATEWAY_BILLED:
+        return None
+    if not link.subscription_id:
+        return (f"not linked to a {order.gateway} subscription: "
+                + (link.error or f"{order.gateway} names none for order {order.reference}")
+                + "; run the repair again when the gateway answers")
+    holder = lifecycle.find_subscription(order.gateway, link.subscription_id)
+    if holder is not None and holder.id != subscription_id:
+        return (f"{order.gateway} subscription {link.subscription_id} is already linked to "
+                f"subscription {holder.id}")
+    return None
+
+
+def _apply_remote_state(subscription_id: int, link: GatewayLink, actor: str) -> None:
+    """A gateway subscription that is past due, ended or cancelling: ours follows it."""
+    remote = link.remote
+    if remote is None or (remote.status not in REMOTE_STATES_TO_APPLY
+                          and not remote.cancel_at_period_end):
+        return
+    status = remote.status if remote.status in REMOTE_STATES_TO_APPLY else None
+    subscription = db.session.get(Subscription, subscription_id)
+    lifecycle.apply_remote_state(subscription, status=status or subscription.status,
+                                 event_at=None, actor=actor,
+                                 cancel_at_period_end=remote.cancel_at_period_end)
 
 
 def drift_findings(limit: int | None = None) -> list[monitoring.Finding]:
-    found, _ = monitoring.run_check(monitoring.get_check("user_status_drift"), limit=limit)
-    db.session.rollback()
-    return [f for f in found if not f.key.endswith(":more")]
+    return _findings("user_status_drift", limit=limit)
 
 
 def fix_missing_subscription(order_id: int, *, dry_run: bool = False,
                              actor: str = "cli:fix") -> RepairResult:
-    """Fulfil a paid order that has no subscription, through the one fulfilment helper."""
+    """Fulfil a paid order that has no subscription, through the one fulfilment helper,
+    linked to the gateway's subscription when the gateway bills the plan."""
     order = db.session.get(Order, order_id)
     result = RepairResult("missing_subscription", order.reference if order else str(order_id),
                           "create the missing subscription")
@@ -89,9 +161,14 @@ def fix_missing_subscription(order_id: int, *, dry_run: bool = False,
     if not order.gateway_order_id:
         result.error = "order has no gateway order id; fulfil it by hand"
         return result
+    if order.gateway in GATEWAY_BILLED:
+        result.action += f", linked to its {order.gateway} subscription"
     if dry_run:
         db.session.rollback()
         return result
+    link = gateway_link(order)
+    problem = _link_problem(order, link)
+    db.session.rollback()  # no read transaction held open across the gateway call
     _lock_users(order.user_id)
     order = _lock_order(order_id)
     if order.status not in PAID_STATUSES or order.kind == ORDER_KIND_RENEWAL \
@@ -108,18 +185,76 @@ def fix_missing_subscription(order_id: int, *, dry_run: bool = False,
                  previous_paid_at=previous_paid_at.isoformat() if previous_paid_at else None)
     db.session.flush()
     user, plan = db.session.get(User, order.user_id), db.session.get(MealPlan, order.meal_plan_id)
+    linked_id = link.subscription_id if problem is None else None
+    remote = link.remote if problem is None else None
     try:
         fulfilled = _create_subscription_and_order(
             user, plan, order.gateway, order.gateway_order_id, order.gateway_payment_id,
             order.amount_minor, order.currency, actor=actor,
             metadata_user_id=order.gateway_metadata_user_id,
-            gateway_customer_id=order.gateway_customer_id)
+            gateway_customer_id=order.gateway_customer_id or (remote.customer_id if remote else None),
+            gateway_subscription_id=linked_id,
+            period_start=remote.period_start if remote else None,
+            period_end=remote.period_end if remote else None)
     except TiffinError as exc:
         result.error = f"{exc.code}: {exc.detail}"
         return result
+    subscription_id = fulfilled.subscription_id
     result.changed = fulfilled.created
-    result.diff = {"subscription_id": fulfilled.subscription.id if fulfilled.subscription else None,
-                   "order_kind": fulfilled.order.kind}
+    result.error = problem  # access is given either way; an unlinked one stays on the monitor
+    result.diff = {"subscription_id": subscription_id, "order_kind": fulfilled.order.kind,
+                   "gateway_subscription_id": linked_id}
+    if fulfilled.created and subscription_id is not None and linked_id:
+        _follow_gateway(subscription_id, order.gateway, link, actor, result)
+    return result
+
+
+def _follow_gateway(subscription_id: int, gateway: str, link: GatewayLink, actor: str,
+                    result: RepairResult) -> None:
+    """Once linked: take on the gateway's state, and re-run the webhooks that failed
+    for want of the link (a renewal paid meanwhile is granted now)."""
+    _apply_remote_state(subscription_id, link, actor)
+    replayed = webhook_inbox.replay_failed_mentioning(gateway, link.subscription_id)
+    if replayed:
+        result.diff["events_replayed"] = replayed
+
+
+def link_gateway_subscription(subscription_id: int, *, dry_run: bool = False,
+                              actor: str = "cli:fix") -> RepairResult:
+    """Give a live gateway-billed subscription the gateway's subscription id it lacks."""
+    subscription = db.session.get(Subscription, subscription_id)
+    order = db.session.get(Order, subscription.order_id)
+    result = RepairResult("unlinked_subscription", order.reference,
+                          f"link subscription {subscription.id} to its {subscription.gateway} "
+                          "subscription")
+    if dry_run:
+        db.session.rollback()
+        return result
+    link = gateway_link(order)
+    problem = _link_problem(order, link, subscription.id)
+    db.session.rollback()
+    if problem is not None:
+        result.error = problem
+        return result
+    locked = lifecycle._lock(subscription)
+    if locked.gateway_subscription_id or locked.status not in LIVE_STATUSES:
+        db.session.rollback()
+        result.action = "nothing to do (already linked or ended)"
+        return result
+    locked.gateway_subscription_id = link.subscription_id
+    remote = link.remote
+    if remote is not None:
+        locked.gateway_customer_id = locked.gateway_customer_id or remote.customer_id
+        if remote.period_end is not None:
+            locked.current_period_start = remote.period_start or locked.current_period_start
+            locked.current_period_end = remote.period_end
+    result.diff = {"subscription_id": locked.id, "gateway_subscription_id": link.subscription_id}
+    audit.record(actor, "subscription_linked_to_gateway", "subscription", locked.id,
+                 user_id=locked.user_id, order_id=order.id, gateway=locked.gateway,
+                 gateway_subscription_id=link.subscription_id)
+    db.session.commit()
+    result.changed = True
+    _follow_gateway(subscription_id, order.gateway, link, actor, result)
     return result
 
 
@@ -177,10 +312,14 @@ def _run(items, fn, progress):
 
 def fix_failed_subscriptions(*, dry_run: bool = False, actor: str = "cli:fix",
                              progress: Callable | None = None) -> list[RepairResult]:
-    """Create every missing subscription, then repair status drift."""
+    """Create every missing subscription, link the unlinked ones, then repair status drift."""
+    # Listed first: a subscription this run creates but cannot link is reported once, not twice.
+    unlinked = [f.details["id"] for f in unlinked_subscription_findings()]
     missing = [f.details["id"] for f in missing_subscription_findings()]
     results = _run(missing, lambda oid: fix_missing_subscription(oid, dry_run=dry_run, actor=actor),
                    progress)
+    results += _run(unlinked, lambda sid: link_gateway_subscription(sid, dry_run=dry_run,
+                                                                    actor=actor), progress)
     return results + sync_subscription_status(dry_run=dry_run, actor=actor, progress=progress)
 
 

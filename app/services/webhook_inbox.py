@@ -215,6 +215,22 @@ def replay(event: WebhookEvent) -> str:
     return process_event(event, trigger="replay")
 
 
+def replay_failed_mentioning(gateway: str, gateway_id: str) -> dict[str, int]:
+    """Re-run, oldest first, the failed or dead events of `gateway` whose payload names
+    `gateway_id` (e.g. renewals that found no subscription before a repair linked it).
+    Returns a count per outcome."""
+    payload_text = sa.cast(WebhookEvent.payload, sa.Text)
+    events = db.session.scalars(sa.select(WebhookEvent).where(
+        WebhookEvent.gateway == gateway, WebhookEvent.status.in_((EVENT_FAILED, EVENT_DEAD)),
+        payload_text.contains(f'"{gateway_id}"', autoescape=True))
+        .order_by(WebhookEvent.received_at, WebhookEvent.id)).all()
+    counts: dict[str, int] = {}
+    for event in events:
+        status = replay(event)
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def lookup(reference: str) -> WebhookEvent | None:
     """An event by the gateway's event id, or by our numeric id."""
     row = db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.event_id == reference)
@@ -240,4 +256,5 @@ def dead_letter_count() -> int:
 
 __all__ = ["EVENT_IGNORED", "EVENT_PROCESSED", "backoff_delay", "claim_due_events",
            "dead_letter_count", "events_with_status", "lookup", "process_event", "replay",
+           "replay_failed_mentioning",
            "retry_due", "store_event"]

@@ -1,7 +1,7 @@
 """A local Stripe for tests: what localstripe does not serve, answered over HTTP.
 
 `FakeStripe` runs on pytest-httpserver and answers the real SDK's requests for
-Checkout Sessions (create, retrieve, list), Subscriptions (retrieve, update,
+Checkout Sessions (create, retrieve with `expand[]`, list), Subscriptions (retrieve, update,
 cancel), invoice previews of a price change (`POST /v1/invoices/create_preview`),
 Invoice Payments (list), Prices and Products, with objects shaped like
 Stripe's documented ones in the 2025-03-31 "basil" API (a subscription's period
@@ -132,7 +132,9 @@ class FakeStripe:
                 return _json(self.create_session(params))
             if method == "GET" and m.group(1):
                 s = self.sessions.get(m.group(1))
-                return _json(s) if s else _error(404, f"No such checkout.session: '{m.group(1)}'")
+                if s is None:
+                    return _error(404, f"No such checkout.session: '{m.group(1)}'")
+                return _json(self.expand(s, params.get("expand") or []))
             if method == "GET":
                 return _json(self.list_sessions(params))
         m = re.fullmatch(r"/v1/subscriptions/([^/]+)", path)
@@ -214,6 +216,15 @@ class FakeStripe:
             return now + 86400
         expires_at = int(params["expires_at"])
         return expires_at if now + 1800 <= expires_at <= now + 86400 else None
+
+    def expand(self, obj: dict, fields: list) -> dict:
+        """Stripe's `expand[]`: the named id fields replaced by their objects."""
+        found = {"subscription": self.subscriptions, "invoice": self.invoices}
+        expanded = dict(obj)
+        for name in fields:
+            if isinstance(expanded.get(name), str) and expanded[name] in found.get(name, {}):
+                expanded[name] = found[name][expanded[name]]
+        return expanded
 
     def list_sessions(self, params: dict) -> dict:
         data = sorted(self.sessions.values(), key=lambda s: s["created"], reverse=True)
