@@ -265,7 +265,7 @@ class RazorpayGateway(PaymentGateway):
         """Every payment created since `since`, newest first (GET /v1/payments, paged).
 
         A subscription charge carries Razorpay's own invoice order id; its
-        subscription id is read from the invoice into `gateway_subscription_id`.
+        subscription id and billing period are read from the invoice.
         """
         client, results, skip = self.client(), [], 0
         while True:
@@ -278,6 +278,10 @@ class RazorpayGateway(PaymentGateway):
                     invoice = client.invoice.fetch(payment["invoice_id"],
                                                    timeout=REQUEST_TIMEOUT_SECONDS)
                     result.gateway_subscription_id = invoice.get("subscription_id")
+                    result.period_start = from_unix(invoice.get("billing_start"))
+                    result.period_end = from_unix(invoice.get("billing_end"))
+                    result.gateway_customer_id = (result.gateway_customer_id
+                                                  or invoice.get("customer_id") or None)
                 results.append(result)
             if len(items) < LIST_PAGE_SIZE:
                 break

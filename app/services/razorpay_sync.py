@@ -31,8 +31,8 @@ from app.models.subscription import (LIVE_STATUSES, SUB_ACTIVE, SUB_CANCELED, SU
 from app.models.types import utcnow
 from app.services import audit, lifecycle, unmatched
 from app.services.checkout import mark_order_authorized, mark_order_failed
-from app.services.fulfilment import (PAYABLE, FulfilmentResult, _create_subscription_and_order,
-                                     find_order)
+from app.services.fulfilment import (PAYABLE, SETTLED, FulfilmentResult,
+                                     _create_subscription_and_order, find_order)
 
 log = logging.getLogger("tiffin.razorpay")
 GATEWAY = "razorpay"
@@ -159,6 +159,15 @@ def _apply_charge(subscription_entity: dict, payment: dict | None, *,
                   period_end=from_unix(subscription_entity.get("current_end")))
     activation = find_order(GATEWAY, sub_id)
     subscription = lifecycle.find_subscription(GATEWAY, sub_id)
+    holder = order_for_payment(payment)
+    if holder is not None and holder.status in SETTLED:
+        # Recorded already (a renewal replayed, or an order reconcile made before it
+        # matched activations by subscription id): nothing more to do.
+        if activation is not None and holder.id != activation.id and activation.status in PAYABLE:
+            log.warning("razorpay charge %s is recorded on order %s; activation order %s "
+                        "is left %s for review", payment["id"], holder.reference,
+                        activation.reference, activation.status)
+        return FulfilmentResult(holder.id, created=False)
     if activation is not None and (activation.status in PAYABLE
                                    or activation.gateway_payment_id == payment["id"]):
         user = db.session.get(User, activation.user_id)

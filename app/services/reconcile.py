@@ -10,8 +10,8 @@ paid is reported for a person to look at.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PaymentResult
 from app.models import MealPlan, Order, User
 from app.models.order import (ORDER_DISPUTED, ORDER_PAID, ORDER_PARTIALLY_REFUNDED,
                               ORDER_REFUNDED)
+from app.services import lifecycle
 from app.services.fulfilment import _create_subscription_and_order
 
 log = logging.getLogger("tiffin.reconcile")
@@ -33,6 +34,7 @@ PAID_NOT_RECORDED = "paid_not_recorded"  # critical: money taken, nothing given
 REFUNDED_THERE = "refunded_there"        # warning: we still count it as paid
 UNPAID_THERE = "unpaid_there"            # warning: we gave access the gateway never charged for
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_LOCKED = 0, 1, 2, 4
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -72,14 +74,59 @@ class ReconcileReport:
                 "discrepancies": [asdict(d) for d in self.discrepancies]}
 
 
-def _local_orders(gateway: str, ids: list[str]) -> dict[str, Order]:
-    """Our orders for these gateway order ids, one query per 500 ids."""
+def _local_orders(gateway: str, ids: list[str], column=Order.gateway_order_id) -> dict[str, Order]:
+    """Our orders for these gateway ids (order ids, or payment ids with `column`),
+    one query per 500 ids."""
     found = {}
     for i in range(0, len(ids), 500):
         for order in db.session.scalars(sa.select(Order).where(
-                Order.gateway == gateway, Order.gateway_order_id.in_(ids[i:i + 500]))):
-            found[order.gateway_order_id] = order
+                Order.gateway == gateway, column.in_(ids[i:i + 500]))):
+            found[getattr(order, column.key)] = order
     return found
+
+
+@dataclass
+class _LocalIndex:
+    """Our orders for one gateway's payments, by every key a payment can match on."""
+
+    by_order_id: dict[str, Order]
+    by_payment_id: dict[str, Order]
+    first_charge: dict[str, str]  # subscription id -> its oldest payment listed
+
+    @classmethod
+    def load(cls, gateway: str, payments: list[PaymentResult]) -> "_LocalIndex":
+        # A plan's activation order is keyed on its subscription id (Razorpay), while its
+        # payment names the order of the invoice Razorpay raised: look both up.
+        keys = {p.gateway_order_id for p in payments} | {
+            p.gateway_subscription_id for p in payments if p.gateway_subscription_id}
+        payment_ids = {p.gateway_payment_id for p in payments if p.gateway_payment_id}
+        first_charge = {}
+        for p in sorted(payments, key=lambda p: p.created_at or _EPOCH):
+            if p.gateway_subscription_id and p.status == PAID:
+                first_charge.setdefault(p.gateway_subscription_id, p.gateway_payment_id)
+        return cls(_local_orders(gateway, sorted(keys)),
+                   _local_orders(gateway, sorted(payment_ids), Order.gateway_payment_id),
+                   first_charge)
+
+    def match(self, payment: PaymentResult) -> tuple[PaymentResult, Order | None]:
+        """The order this payment settles, and the payment keyed as that order is.
+
+        By order id; else the order already holding this payment id; else, for a
+        subscription's first charge, the activation order keyed on the subscription id
+        while it waits for its payment. Any other charge of a subscription is a
+        renewal, keyed on its own order.
+        """
+        order = self.by_order_id.get(payment.gateway_order_id)
+        if order is not None:
+            return payment, order
+        holder = self.by_payment_id.get(payment.gateway_payment_id or "")
+        if holder is not None:
+            return replace(payment, gateway_order_id=holder.gateway_order_id), holder
+        activation = self.by_order_id.get(payment.gateway_subscription_id or "")
+        if activation is not None and activation.status not in SETTLED and \
+                self.first_charge.get(payment.gateway_subscription_id) == payment.gateway_payment_id:
+            return replace(payment, gateway_order_id=activation.gateway_order_id), activation
+        return payment, None
 
 
 def classify(payment: PaymentResult, order: Order | None) -> tuple[str, str] | None:
@@ -99,7 +146,14 @@ def classify(payment: PaymentResult, order: Order | None) -> tuple[str, str] | N
     return None
 
 
-def _owner_and_plan(payment: PaymentResult, order: Order | None) -> tuple[User | None, MealPlan | None]:
+def _owner_and_plan(gateway: str, payment: PaymentResult, order: Order | None
+                    ) -> tuple[User | None, MealPlan | None]:
+    if order is None and payment.gateway_subscription_id:
+        # A renewal charge of a subscription we hold: its owner and plan.
+        subscription = lifecycle.find_subscription(gateway, payment.gateway_subscription_id)
+        if subscription is not None:
+            return (db.session.get(User, subscription.user_id),
+                    db.session.get(MealPlan, subscription.meal_plan_id))
     if order is None and payment.order_reference:
         order = db.session.scalars(sa.select(Order).where(
             Order.reference == payment.order_reference)).first()
@@ -118,7 +172,7 @@ def fulfil(gateway: str, payment: PaymentResult, order: Order | None, *,
     Raises TiffinError when the helper refuses, or ValueError when the payment
     names no user or plan we know.
     """
-    user, plan = _owner_and_plan(payment, order)
+    user, plan = _owner_and_plan(gateway, payment, order)
     if user is None or plan is None:
         raise ValueError("the payment names no user/plan we know (metadata missing)")
     amount = payment.amount_minor if payment.amount_minor is not None else \
@@ -148,12 +202,13 @@ def reconcile(since: datetime, *, fix: bool = False, actor: str = "cli:reconcile
             report.errors.append(f"{name}: could not list payments: {exc}")
             continue
         if only is not None:
-            payments = [p for p in payments if p.gateway_order_id == only.gateway_order_id
+            payments = [p for p in payments if only.gateway_order_id in
+                        (p.gateway_order_id, p.gateway_subscription_id)
                         or (p.order_reference and p.order_reference == only.reference)]
         report.checked[name] = len(payments)
-        local = _local_orders(name, sorted({p.gateway_order_id for p in payments}))
+        local = _LocalIndex.load(name, payments)
         for payment in (progress(payments) if progress else payments):
-            order = local.get(payment.gateway_order_id)
+            payment, order = local.match(payment)
             found = classify(payment, order)
             if found is None:
                 continue

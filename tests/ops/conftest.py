@@ -90,6 +90,19 @@ def remove_subscription(order: Order) -> None:
     db.session.commit()
 
 
+def lose_subscription(order: Order, *, forget_recorded_id: bool = False) -> None:
+    """Plant 'paid but no subscription' for a gateway order paid just now: the row is
+    lost and the payment moved past the monitor's grace period. `forget_recorded_id`:
+    an order paid before orders recorded the gateway's subscription id."""
+    remove_subscription(order)
+    row = db.session.get(Order, order.id)
+    row.paid_at = row.created_at = utcnow() - timedelta(hours=1)
+    if forget_recorded_id:
+        row.gateway_data = {k: v for k, v in (row.gateway_data or {}).items()
+                            if k != "gateway_subscription_id"}
+    db.session.commit()
+
+
 def monitor_json(runner, *args) -> tuple[int, dict]:
     result = runner.invoke(args=["monitor", "check", "--json", *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output

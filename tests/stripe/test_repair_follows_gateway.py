@@ -9,34 +9,22 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import AuditLogEntry, Order, Subscription, User, WebhookEvent
+from app.models import AuditLogEntry, Order, Subscription, WebhookEvent
 from tests.conftest import count, database_url, plan, user
+from tests.ops.conftest import lose_subscription
 from tests.stripe.helpers import deliver, point_stripe_at, reload, subscribe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _lose_subscription(order: Order, *, forget_recorded_id: bool = True) -> None:
-    """Plant "paid but no subscription", as an older bug or a bad manual edit left it.
-    Orders paid before the order recorded Stripe's subscription id carry none."""
-    sub = db.session.scalars(sa.select(Subscription).where(Subscription.order_id == order.id)).one()
-    db.session.execute(sa.text("UPDATE credit_ledger SET subscription_id = NULL "
-                               "WHERE subscription_id = :s"), {"s": sub.id})
-    db.session.execute(sa.delete(Subscription).where(Subscription.id == sub.id))
-    db.session.execute(sa.update(User).where(User.id == order.user_id)
-                       .values(subscription_status="none"))
-    row = db.session.get(Order, order.id)
-    row.paid_at = row.created_at = datetime.now(timezone.utc) - timedelta(hours=1)  # past the grace
-    if forget_recorded_id:
-        row.gateway_data = {k: v for k, v in (row.gateway_data or {}).items()
-                            if k != "gateway_subscription_id"}
-    db.session.commit()
+    lose_subscription(order, forget_recorded_id=forget_recorded_id)
 
 
 def _repaired(order: Order) -> Subscription:
