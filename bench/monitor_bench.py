@@ -97,10 +97,12 @@ FILL = [
             LATERAL (SELECT CASE WHEN o <= :users THEN o WHEN o <= 2 * :users THEN o - :users
                                  ELSE o - 2 * :users END AS user_id,
                             now() - interval '20 minutes' - (o * interval '31 seconds') AS at) x""",
-    """INSERT INTO subscriptions (id, user_id, meal_plan_id, order_id, gateway, status,
+    """INSERT INTO subscriptions (id, user_id, meal_plan_id, order_id, gateway,
+                                  gateway_subscription_id, status,
                                   current_period_start, current_period_end, cancel_at_period_end,
                                   created_at, updated_at)
        SELECT u, u, :plan, u, (ARRAY['test', 'stripe', 'razorpay'])[1 + u % 3],
+              CASE WHEN u % 3 <> 0 THEN 'sub_' || u END,
               CASE WHEN u % 10 = 0 THEN 'canceled' ELSE 'active' END,
               now() - interval '10 days', now() + interval '20 days', false, now(), now()
        FROM generate_series(1, :users) AS u""",
@@ -149,13 +151,20 @@ def plant(conn, k: int, users: int) -> dict[str, set]:
            RETURNING (SELECT s.id FROM subscriptions s WHERE s.order_id = orders.id)""")
     conn.execute(sa.text("DROP INDEX uq_subscriptions_one_live_per_user"))
     expected["multiple_live_subscriptions"] = ids(
-        """INSERT INTO subscriptions (user_id, meal_plan_id, order_id, gateway, status,
+        """INSERT INTO subscriptions (user_id, meal_plan_id, order_id, gateway,
+                                      gateway_subscription_id, status,
                                       current_period_start, current_period_end, created_at,
                                       updated_at)
-           SELECT user_id, meal_plan_id, :users + user_id, gateway, 'active',
+           SELECT user_id, meal_plan_id, :users + user_id, gateway,
+                  gateway_subscription_id || '_second', 'active',
                   current_period_start, current_period_end, now(), now()
            FROM subscriptions WHERE user_id BETWEEN 3001 AND 3000 + :k AND status = 'active'
            RETURNING user_id""")  # a second live one, on the user's renewal order
+    # A live Stripe/Razorpay subscription an old repair left without the gateway's id.
+    expected["subscription_without_gateway_id"] = ids(
+        """UPDATE subscriptions SET gateway_subscription_id = NULL
+           WHERE user_id BETWEEN 9001 AND 9000 + (:k * 3) AND gateway <> 'test'
+             AND status = 'active' RETURNING id""")
     expected["user_status_drift"] = ids(
         """UPDATE users SET subscription_status = 'past_due'
            WHERE id BETWEEN 4001 AND 4000 + :k / 2 RETURNING id""") | ids(

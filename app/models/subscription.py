@@ -14,6 +14,9 @@ SUB_REVOKED = "revoked"      # access taken away: full refund, dispute, deleted 
 SUB_COMPLETED = "completed"  # a fixed-term plan ran its course (Razorpay)
 LIVE_STATUSES = (SUB_ACTIVE, SUB_TRIALING, SUB_PAST_DUE)
 _LIVE_SQL = "status IN ('active', 'trialing', 'past_due')"
+# Live, but not linked to the gateway's subscription: the monitor's
+# subscription_without_gateway_id check reads only these rows.
+_UNLINKED_SQL = f"gateway_subscription_id IS NULL AND {_LIVE_SQL}"
 
 
 class Subscription(db.Model):
@@ -56,6 +59,8 @@ class Subscription(db.Model):
                  sqlite_where=sa.text(_LIVE_SQL), postgresql_where=sa.text(_LIVE_SQL)),
         sa.Index("ix_subscriptions_user_status", "user_id", "status"),
         sa.Index("ix_subscriptions_status_period_end", "status", "current_period_end"),
+        sa.Index("ix_subscriptions_unlinked", "id", sqlite_where=sa.text(_UNLINKED_SQL),
+                 postgresql_where=sa.text(_UNLINKED_SQL)),
     )
 
     @property

@@ -126,8 +126,7 @@ CHECKS: list[Check] = [
           f"""SELECT s.id, s.user_id, s.gateway, s.status, o.reference, count(*) OVER () AS total
               FROM subscriptions s LEFT JOIN orders o ON o.id = s.order_id
               WHERE s.status IN {LIVE_SQL} AND s.gateway IN {GATEWAY_BILLED_SQL}
-                AND (s.gateway_subscription_id IS NULL OR s.gateway_subscription_id = '')
-                AND s.created_at >= :since
+                AND s.gateway_subscription_id IS NULL AND s.created_at >= :since
               ORDER BY s.id LIMIT :limit""",
           "subscription {id} (user {user_id}, {status}, order {reference}) has no {gateway} "
           "subscription id: {gateway} keeps charging, but its renewals, cancellations and plan "
