@@ -298,15 +298,17 @@ def _readable(data: dict) -> dict:
     return {k: ("never" if v is None and k.endswith("_at") else v) for k, v in data.items()}
 
 
-def check_query(check: Check, *, since: datetime | None = None, limit: int | None = None
-                ) -> tuple[sa.TextClause, dict]:
-    """The SQL and parameters of one check (also used by the benchmark for raw timings)."""
+def check_query(check: Check, *, since: datetime | None = None, limit: int | None = None,
+                overrides: dict | None = None) -> tuple[sa.TextClause, dict]:
+    """The SQL and parameters of one check (also used by the benchmark for raw timings);
+    `overrides` replaces parameters the settings would give (a repair's own cut-offs)."""
     cfg = current_app.config
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     params = {"since": since or epoch, "epoch": epoch,
               "limit": limit or cfg["MONITOR_MAX_FINDINGS_PER_CHECK"]}
     if check.params:
         params.update(check.params(cfg))
+    params.update(overrides or {})
     sql = check.sql
     if check.name == "gateway_webhooks_quiet":
         sql, extra = _quiet_sql(available_gateways())
@@ -324,10 +326,10 @@ def _jsonable(value):
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def run_check(check: Check, *, since: datetime | None = None, limit: int | None = None
-              ) -> tuple[list[Finding], int]:
+def run_check(check: Check, *, since: datetime | None = None, limit: int | None = None,
+              overrides: dict | None = None) -> tuple[list[Finding], int]:
     """Run one check; returns its findings (capped) and the total number of problem rows."""
-    query, params = check_query(check, since=since, limit=limit)
+    query, params = check_query(check, since=since, limit=limit, overrides=overrides)
     if query is None:
         return [], 0
     rows = db.session.execute(query, params).mappings().all()

@@ -32,6 +32,7 @@ from app.models.order import (ORDER_KIND_RENEWAL, ORDER_NEEDS_REVIEW, ORDER_PAID
                               ORDER_PARTIALLY_REFUNDED)
 from app.models.subscription import (LIVE_STATUSES, SUB_CANCELED, SUB_COMPLETED, SUB_PAST_DUE,
                                      SUB_UNPAID)
+from app.models.types import utcnow
 from app.services import audit, credits, lifecycle, monitoring, webhook_inbox
 from app.services.fulfilment import _create_subscription_and_order, lock_user
 
@@ -75,14 +76,17 @@ def _has_own_subscription(order_id: int) -> bool:
         Subscription.order_id == order_id)) is not None
 
 
-def _findings(check: str, limit: int | None = None) -> list[monitoring.Finding]:
-    found, _ = monitoring.run_check(monitoring.get_check(check), limit=limit)
+def _findings(check: str, limit: int | None = None, **overrides) -> list[monitoring.Finding]:
+    found, _ = monitoring.run_check(monitoring.get_check(check), limit=limit, overrides=overrides)
     db.session.rollback()
     return [f for f in found if not f.key.endswith(":more")]
 
 
 def missing_subscription_findings() -> list[monitoring.Finding]:
-    return _findings("paid_without_subscription")
+    # No grace period here, unlike the monitor's alert: fulfilment marks an order paid and
+    # creates its subscription in one transaction, so a paid order without one is never
+    # half-way; and the repair locks the order and looks again before it acts.
+    return _findings("paid_without_subscription", paid_cutoff=utcnow())
 
 
 def unlinked_subscription_findings() -> list[monitoring.Finding]:
