@@ -1,14 +1,14 @@
 """partial index for live subscriptions without the gateway's subscription id
 
-Revision ID: 0002_unlinked
-Revises: 0001
+Revision ID: 0003_unlinked
+Revises: 0002_scheduled_plan_change
 
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0002_unlinked'
-down_revision = '0001'
+revision = '0003_unlinked'
+down_revision = '0002_scheduled_plan_change'
 branch_labels = None
 depends_on = None
 
