@@ -1,14 +1,14 @@
 """partial index for live subscriptions without the gateway's subscription id
 
-Revision ID: 0003_unlinked
-Revises: 0002_scheduled_plan_change
+Revision ID: 0004_unlinked
+Revises: 0003_checkout_lifetime
 
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0003_unlinked'
-down_revision = '0002_scheduled_plan_change'
+revision = '0004_unlinked'
+down_revision = '0003_checkout_lifetime'
 branch_labels = None
 depends_on = None
 
