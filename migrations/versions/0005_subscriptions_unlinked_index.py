@@ -1,14 +1,14 @@
 """partial index for live subscriptions without the gateway's subscription id
 
-Revision ID: 0004_unlinked
-Revises: 0003_checkout_lifetime
+Revision ID: 0005_unlinked
+Revises: 0004_operator_role
 
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0004_unlinked'
-down_revision = '0003_checkout_lifetime'
+revision = '0005_unlinked'
+down_revision = '0004_operator_role'
 branch_labels = None
 depends_on = None
 
