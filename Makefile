@@ -27,9 +27,13 @@ migrate: install
 seed: migrate
 	$(BIN)/flask seed
 
-## Serve the shop on SQLite with the built-in test gateway at http://127.0.0.1:5000
-run: seed
-	TIFFIN_ENV=$${TIFFIN_ENV:-development} $(BIN)/flask run --host 127.0.0.1 --port $${PORT:-5000}
+## Serve the shop on SQLite with the built-in test gateway at http://127.0.0.1:$PORT (5000);
+## in development also seed the demo shopper and print its sign-in.
+run: migrate
+	@export TIFFIN_ENV=$${TIFFIN_ENV:-development}; \
+	if [ "$$TIFFIN_ENV" = development ]; then $(BIN)/flask seed --demo; else $(BIN)/flask seed; fi && \
+	echo "Tiffin is serving http://127.0.0.1:$${PORT:-5000}/  (Ctrl-C to stop)" && \
+	exec $(BIN)/flask run --host 127.0.0.1 --port $${PORT:-5000}
 
 ## The whole test suite (SQLite unless DATABASE_URL points at PostgreSQL)
 test: dev-install
@@ -44,5 +48,6 @@ test-pg: dev-install
 migration-regenerate: dev-install
 	$(BIN)/python migrations/regenerate_initial.py
 
+## Remove the virtualenv, the development database (instance/) and test caches
 clean:
 	rm -rf $(VENV) instance .pytest_cache

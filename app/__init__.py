@@ -52,6 +52,7 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to see that page."
     login_manager.login_message_category = "info"
 
     @login_manager.user_loader
@@ -96,6 +97,10 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(bp)
     if app.config["TEST_GATEWAY_ENABLED"]:
         app.register_blueprint(test_gateway_bp)
+    if app.config["TIFFIN_ENV"] == "development":
+        from app.dev.routes import bp as dev_bp
+
+        app.register_blueprint(dev_bp)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -112,17 +117,18 @@ def register_commands(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     from app.config import enabled_gateways
-    from app.money import format_money
+    from app.gateways import gateway_label, gateway_method_hint
+    from app.money import format_money, format_when
     from app.services.access import has_access
 
-    app.jinja_env.filters["money"] = lambda minor, currency: format_money(minor, currency)
+    app.jinja_env.filters["money"] = format_money
+    app.jinja_env.filters["datefmt"] = format_when
+    app.jinja_env.filters["gateway_label"] = gateway_label
+    app.jinja_env.filters["gateway_method_hint"] = gateway_method_hint
     app.jinja_env.globals["has_access"] = has_access
-
-    @app.template_filter("datefmt")
-    def datefmt(value, fmt="%d %b %Y"):
-        return value.strftime(fmt) if value else "—"
 
     @app.context_processor
     def inject_globals():
         return {"gateway_names": enabled_gateways(app.config),
-                "support_email": app.config["SUPPORT_EMAIL"]}
+                "support_email": app.config["SUPPORT_EMAIL"],
+                "dev_mailbox_link": app.config["TIFFIN_ENV"] == "development"}

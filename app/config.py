@@ -59,8 +59,14 @@ def load_config(env_name: str | None = None) -> dict:
         "SECRET_KEY": get("SECRET_KEY") or ("" if is_prod else DEV_SECRET_KEY),
         "SQLALCHEMY_DATABASE_URI": get("DATABASE_URL") or default_db,
         "SQLALCHEMY_ENGINE_OPTIONS": {},  # connections are pinged when idle: app/db_pool.py
-        "APP_BASE_URL": (get("APP_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "PORT": _int("PORT", 5000),
+        # In development the address follows PORT (`PORT=8000 make run`) unless set.
+        "APP_BASE_URL": (get("APP_BASE_URL") or "http://127.0.0.1:"
+                         + str(_int("PORT", 5000) if env == "development" else 5000)).rstrip("/"),
         "SUPPORT_EMAIL": get("SUPPORT_EMAIL", "support@tiffin.example"),
+        # How amounts, dates and times read, in pages and emails alike (Babel).
+        "SHOP_LOCALE": get("SHOP_LOCALE") or "en_IN",
+        "SHOP_TIMEZONE": get("SHOP_TIMEZONE") or "Asia/Kolkata",
         "GRACE_PERIOD_DAYS": _int("GRACE_PERIOD_DAYS", 3),
         # Checkout: how long a started checkout can be paid; how often the pending
         # page may ask the gateway about one order; how long it refreshes itself.
@@ -106,6 +112,10 @@ def load_config(env_name: str | None = None) -> dict:
         "MAIL_USERNAME": get("MAIL_USERNAME", ""),
         "MAIL_PASSWORD": get("MAIL_PASSWORD", ""),
         "MAIL_USE_TLS": _bool(get("MAIL_USE_TLS")),
+        # Development without a MAIL_SERVER: mail is "sent" to the /dev/mailbox page.
+        "DEV_MAILBOX": env == "development" and not get("MAIL_SERVER"),
+        # Try each email right after the change that queued it commits (cron stays the backstop).
+        "MAIL_SEND_PROMPTLY": _bool(get("MAIL_SEND_PROMPTLY"), default=True),
         "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "Tiffin <no-reply@tiffin.example>"),
         "MAIL_TIMEOUT_SECONDS": _int("MAIL_TIMEOUT_SECONDS", 10),
         "NOTIFICATION_MAX_ATTEMPTS": _int("NOTIFICATION_MAX_ATTEMPTS", 10),
@@ -167,9 +177,27 @@ def _secrets_problems(cfg: dict) -> list[str]:
     return problems
 
 
+def _display_problems(cfg: dict) -> list[str]:
+    from babel import Locale, UnknownLocaleError
+    from babel.dates import get_timezone
+
+    problems = []
+    try:
+        Locale.parse(cfg.get("SHOP_LOCALE") or "en_IN")
+    except (UnknownLocaleError, ValueError):
+        problems.append(f"SHOP_LOCALE {cfg.get('SHOP_LOCALE')!r} is not a locale Babel knows (e.g. en_IN)")
+    try:
+        get_timezone(cfg.get("SHOP_TIMEZONE") or "Asia/Kolkata")
+    except LookupError:
+        problems.append(f"SHOP_TIMEZONE {cfg.get('SHOP_TIMEZONE')!r} is not a time zone (e.g. Asia/Kolkata)")
+    if cfg.get("DEV_MAILBOX") and cfg.get("TIFFIN_ENV") != "development":
+        problems.append("DEV_MAILBOX is for development only (mail would never leave the shop)")
+    return problems
+
+
 def validate_config(cfg: dict) -> None:
     """Raise ConfigError naming every unsafe setting (strict only in production)."""
-    problems = _secrets_problems(cfg)
+    problems = _secrets_problems(cfg) + _display_problems(cfg)
     if cfg["TIFFIN_ENV"] == "production":
         secret = cfg.get("SECRET_KEY") or ""
         if not secret or secret == DEV_SECRET_KEY:

@@ -40,6 +40,9 @@ def make_app(**overrides):
         "RATELIMIT_STORAGE_URI": "memory://",
         "APP_BASE_URL": "http://shop.test",
         "SERVER_NAME": None,
+        # Tests that need the prompt send after commit turn it on (tests/pipeline/test_prompt_mail.py);
+        # elsewhere a background sender would race the assertions on outbox rows.
+        "MAIL_SEND_PROMPTLY": False,
     }
     config.update(overrides)
     return create_app(config)

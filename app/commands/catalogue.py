@@ -2,6 +2,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.services.accounts import DEMO_SHOPPER_EMAIL, DEMO_SHOPPER_PASSWORD, ensure_demo_shopper
 from app.services.catalogue import seed_catalogue
 
 
@@ -18,6 +19,8 @@ def seed_command(demo):
     click.echo(f"Seeded {len(added)} plan(s): {', '.join(added)}" if added
                else "Catalogue already seeded; nothing to add.")
     if demo:
+        ensure_demo_shopper()
+        click.echo(f"Demo shopper: email {DEMO_SHOPPER_EMAIL}  password {DEMO_SHOPPER_PASSWORD}")
         seed_demo_operator()
 
 

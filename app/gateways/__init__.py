@@ -27,6 +27,17 @@ def available_gateways() -> list[str]:
     return [n for n in enabled_gateways(current_app.config) if n in GATEWAY_CLASSES]
 
 
+def gateway_label(name: str) -> str:
+    """The name shoppers know a gateway by ("Stripe", "Razorpay", "Test payment")."""
+    cls = GATEWAY_CLASSES.get(name)
+    return cls.display_name if cls is not None else name.replace("_", " ").capitalize()
+
+
+def gateway_method_hint(name: str) -> str:
+    cls = GATEWAY_CLASSES.get(name)
+    return cls.method_hint if cls is not None else ""
+
+
 def get_gateway(name: str) -> PaymentGateway:
     """The configured gateway called `name`, or GATEWAY_NOT_CONFIGURED."""
     if name not in available_gateways():

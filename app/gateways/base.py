@@ -125,7 +125,8 @@ class PaymentGateway(ABC):
     """Implemented once per gateway; looked up by name in app.gateways.registry."""
 
     name: str = ""
-    display_name: str = ""
+    display_name: str = ""  # what shoppers call it, shown on order pages
+    method_hint: str = ""   # how one pays with it, shown beside the name at checkout
     # Return/callback fields naming a gateway session that `verify_return` asks about;
     # each must be the order's own stored id (the return's order is refused otherwise).
     return_session_fields: tuple[str, ...] = ()

@@ -73,7 +73,8 @@ def is_subscription_id(gateway_order_id: str | None) -> bool:
 
 class RazorpayGateway(PaymentGateway):
     name = "razorpay"
-    display_name = "UPI, cards, netbanking (Razorpay)"
+    display_name = "Razorpay"
+    method_hint = "UPI, cards, netbanking"
     bills_subscriptions = True
 
     def client(self) -> razorpay.Client:

@@ -154,7 +154,8 @@ def remote_subscription_from(data: Mapping) -> RemoteSubscription:
 
 class StripeGateway(PaymentGateway):
     name = "stripe"
-    display_name = "Card (Stripe)"
+    display_name = "Stripe"
+    method_hint = "card"
     return_session_fields = ("session_id",)
     bills_subscriptions = True
 

@@ -73,7 +73,8 @@ def _return_message(params: Mapping) -> bytes:
 class TestGateway(PaymentGateway):
     __test__ = False  # not a pytest test class
     name = "test"
-    display_name = "Test gateway (no real money)"
+    display_name = "Test payment"
+    method_hint = "no real money"
 
     # --- the shop's side ----------------------------------------------------
     def start_checkout(self, *, order, plan, user) -> CheckoutStart:

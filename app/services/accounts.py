@@ -40,6 +40,26 @@ def register_user(email: str, name: str, password: str) -> User:
     return user
 
 
+DEMO_SHOPPER_EMAIL = "demo@tiffin.example"
+DEMO_SHOPPER_PASSWORD = "tiffin-demo-1"
+
+
+def ensure_demo_shopper() -> User:
+    """The development demo shopper (`flask seed --demo`): created if missing, and
+    its password set back to the printed one so the printed sign-in always works."""
+    user = db.session.scalars(sa.select(User).where(User.email == DEMO_SHOPPER_EMAIL)).first()
+    if user is not None and user.check_password(DEMO_SHOPPER_PASSWORD):
+        return user
+    if user is None:
+        user = User(email=DEMO_SHOPPER_EMAIL, name="Demo Shopper")
+        db.session.add(user)
+    user.set_password(DEMO_SHOPPER_PASSWORD)
+    db.session.flush()
+    audit.record("cli:seed", "demo_shopper_seeded", "user", user.id, user_id=user.id)
+    db.session.commit()
+    return user
+
+
 def authenticate(email: str, password: str) -> User | None:
     user = db.session.scalars(sa.select(User).where(User.email == normalise_email(email))).first()
     if user is None or user.deleted_at is not None or not user.check_password(password):

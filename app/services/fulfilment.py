@@ -334,7 +334,7 @@ def _fulfil_once(user: User, plan: MealPlan, gateway: str, gateway_order_id: str
         gateway=gateway, gateway_order_id=gateway_order_id, gateway_payment_id=gateway_payment_id,
         amount_minor=amount_minor, currency=currency.upper(), plan=plan.slug))
     audit.record_all(audit_rows)
-    shown_order = SimpleNamespace(id=order_id, reference=reference,
+    shown_order = SimpleNamespace(id=order_id, reference=reference, paid_at=now,
                                   amount_display=format_money(order_amount, order_currency))
     if kind == ORDER_KIND_RENEWAL:
         notifications.enqueue(user, "renewal", f"renewal:{order_id}", order=shown_order,

@@ -57,7 +57,7 @@ def test_cancel_at_period_end_then_resume(client, auth, ls):
     assert ls.v1.subscriptions.retrieve(remote.id).cancel_at_period_end is True
     sub = reload(result.subscription)
     assert sub.cancel_at_period_end is True and has_access(sub)
-    assert "ends at period end" in client.get("/account/").text
+    assert 'data-testid="ends-at-period-end"' in client.get("/account/").text
 
     r = client.post("/account/subscription/resume")
 

@@ -210,7 +210,7 @@ def test_failed_renewal_gives_grace_then_no_access_then_renewal_restores(client,
     with time_machine.travel(sub.grace_period_ends_at + dt.timedelta(minutes=1), tick=False):
         assert not has_access(reload(sub))
         page = client.get("/account/")
-        assert "<dt>Access</dt><dd>No</dd>" in page.text
+        assert 'data-testid="access" data-access="no"' in page.text
 
     r, _, _ = _renew(client, fake_stripe, session)
     sub = reload(sub)
