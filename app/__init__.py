@@ -131,4 +131,4 @@ def register_template_helpers(app: Flask) -> None:
     def inject_globals():
         return {"gateway_names": enabled_gateways(app.config),
                 "support_email": app.config["SUPPORT_EMAIL"],
-                "dev_mailbox_link": app.config["TIFFIN_ENV"] == "development"}
+                "dev_mailbox_link": "dev" in app.blueprints}

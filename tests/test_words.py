@@ -197,7 +197,7 @@ def test_seed_demo_creates_a_shopper_who_can_sign_in(dev_app):
     again = runner.invoke(args=["seed", "--demo"])
 
     assert first.exit_code == 0 and again.exit_code == 0
-    assert f"email {DEMO_SHOPPER_EMAIL}  password {DEMO_SHOPPER_PASSWORD}" in first.output
+    assert f"Demo shopper: {DEMO_SHOPPER_EMAIL} / password {DEMO_SHOPPER_PASSWORD}" in first.output
     assert db.session.scalar(sa.select(sa.func.count()).select_from(User)
                              .where(User.email == DEMO_SHOPPER_EMAIL)) == 1
     client = dev_app.test_client()

@@ -19,9 +19,10 @@ def seed_command(demo):
     click.echo(f"Seeded {len(added)} plan(s): {', '.join(added)}" if added
                else "Catalogue already seeded; nothing to add.")
     if demo:
-        ensure_demo_shopper()
-        click.echo(f"Demo shopper: email {DEMO_SHOPPER_EMAIL}  password {DEMO_SHOPPER_PASSWORD}")
         seed_demo_operator()
+        ensure_demo_shopper()
+        click.echo(f"Demo shopper: {DEMO_SHOPPER_EMAIL} / password {DEMO_SHOPPER_PASSWORD} "
+                   "(sign in at /login)")
 
 
 def seed_demo_operator() -> None:
