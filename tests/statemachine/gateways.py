@@ -241,7 +241,11 @@ class StripeSide:
         invoice = self.fake.invoice(sub_id, billing_reason="subscription_cycle",
                                     amount=self._amount(sub))
         self.fake.invoices[invoice["id"]] = invoice
-        self.fake.link_payment(invoice["id"], "pi_" + secrets.token_hex(12))
+        payment_intent = "pi_" + secrets.token_hex(12)
+        self.fake.link_payment(invoice["id"], payment_intent)
+        if hasattr(self.fake, "payments"):  # the fake keeps money it can refund
+            self.fake.payments[payment_intent] = {"amount": invoice["amount_paid"],
+                                                  "currency": invoice["currency"], "refunded": 0}
         sub.update(status="active", latest_invoice=invoice["id"])
         self.world.send(self._event("invoice.paid", invoice, (invoice["id"],)))
 
@@ -264,7 +268,7 @@ class StripeSide:
         keys = {self.key(s) for s in self.fake.sessions.values() if s["payment_status"] == "paid"}
         keys |= {i["id"] for i in self.fake.invoices.values()
                  if i["status"] == "paid" and i["billing_reason"] != "subscription_create"}
-        return {k: self.refunded.get(k, 0) for k in keys}
+        return {k: self._refunded(k) for k in keys}
 
     def _payment_intent(self, key) -> str:
         if key.startswith("pi_"):
@@ -272,15 +276,32 @@ class StripeSide:
         return next(p["payment"]["payment_intent"] for p in self.fake.invoice_payments
                     if p["invoice"] == key)
 
+    def _kept_by_fake(self, key) -> dict | None:
+        """The fake's own record of a PaymentIntent's money, where it keeps one (refunds)."""
+        return getattr(self.fake, "payments", {}).get(self._payment_intent(key))
+
+    def _refunded(self, key) -> int:
+        kept = self._kept_by_fake(key)
+        return kept["refunded"] if kept is not None else self.refunded.get(key, 0)
+
     def refunded_by_the_shop(self, key, amount):
-        """`flask orders refund` asked Stripe; Stripe confirms it with charge.refunded."""
-        self.refund_at_gateway(key, amount)
+        """`flask orders refund` asked Stripe (the fake keeps the amount where it can);
+        Stripe confirms it with charge.refunded."""
+        if self._kept_by_fake(key) is None:
+            self.refunded[key] = self.refunded.get(key, 0) + amount
+        self._charge_refunded(key)
 
     def refund_at_gateway(self, key, amount):
-        self.refunded[key] = self.refunded.get(key, 0) + amount
-        total = self._full_amount(key)
-        charge = self.fake.charge(payment_intent=self._payment_intent(key), amount=total,
-                                  amount_refunded=self.refunded[key])
+        kept = self._kept_by_fake(key)
+        if kept is not None:
+            kept["refunded"] += amount
+        else:
+            self.refunded[key] = self.refunded.get(key, 0) + amount
+        self._charge_refunded(key)
+
+    def _charge_refunded(self, key):
+        charge = self.fake.charge(payment_intent=self._payment_intent(key),
+                                  amount=self._full_amount(key), amount_refunded=self._refunded(key))
         self.world.send(self._event("charge.refunded", charge))
 
     def dispute(self, key):
