@@ -9,7 +9,16 @@ from tests.statemachine.machine import PaymentMachine, Replay
 
 
 def test_payment_machine_keeps_the_promise_under_every_interleaving(shop):
-    run_state_machine_as_test(lambda: PaymentMachine(shop), settings=machine_settings())
+    examples = []
+
+    def machine():
+        examples.append(1)
+        return PaymentMachine(shop)
+
+    try:
+        run_state_machine_as_test(machine, settings=machine_settings())
+    finally:  # the deep run's count (pytest -s shows it)
+        print(f"\npayment machine: {len(examples)} examples run")
 
 
 def test_a_return_after_the_bank_declined_an_async_stripe_payment_says_declined(shop):
