@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -237,7 +238,11 @@ class StripeSide:
             sub["status"] = "canceled"
             self.world.send(self._event("customer.subscription.deleted", sub))
             return
-        self.fake.advance_period(sub_id)
+        # The period ends now and the next one starts (the machine renews whenever it
+        # likes; moving the clock a month each time would expire everything else).
+        item = sub["items"]["data"][0]
+        item["current_period_start"] = int(time.time())
+        item["current_period_end"] = item["current_period_start"] + 30 * 86400
         invoice = self.fake.invoice(sub_id, billing_reason="subscription_cycle",
                                     amount=self._amount(sub))
         self.fake.invoices[invoice["id"]] = invoice

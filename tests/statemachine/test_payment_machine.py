@@ -31,3 +31,16 @@ def test_a_return_after_the_bank_declined_an_async_stripe_payment_says_declined(
     state.a_webhook_copy_arrives(copy=1, crash=False)  # checkout.session.async_payment_failed
     state.the_shoppers_browser_comes_back(checkout=0)
     state.teardown()
+
+
+def test_a_stripe_plan_change_right_after_renewals_is_previewed(shop):
+    """Found by the machine (a defect of the machine's own model): renewals moved the fake's
+    period into the future, so Stripe refused the preview's proration date (503)."""
+    state = Replay(shop)
+    state.a_shopper_starts_a_checkout(gateway="stripe", plan="lunch-monthly", shopper=0)
+    state.the_gateway_takes_the_payment(checkout=0)
+    state.the_operator_reconciles()
+    state.the_gateway_renews_a_subscription(subscription=0)
+    state.the_gateway_renews_a_subscription(subscription=0)
+    state.the_shopper_changes_plan(plan="trial-week", shopper=0)
+    state.teardown()
