@@ -44,7 +44,7 @@ EARLY_RENEWAL = "no local subscription"  # a renewal before its checkout: retrie
 # Holes other helpers are closing now (issue 13). While one is open, the machine
 # tolerates exactly that symptom; each flag goes back to False once the fix is on main.
 PENDING = {
-    "13.3 razorpay reconcile matches subscriptions": True,
+    "13.3 razorpay reconcile matches subscriptions": False,
     "13.4 stripe and test gateway refunds": False,
     "truthpages: the cancel page leaves a paid order alone": False,
 }
