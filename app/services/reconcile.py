@@ -2,9 +2,10 @@
 
 For every configured gateway, `list_recent_payments(since)` returns what the
 gateway knows (Stripe Checkout Sessions and Events, Razorpay payments and
-orders). Anything paid there but not recorded here is fulfilled (with --fix)
-through `_create_subscription_and_order`, so a late webhook afterwards changes
-nothing; anything recorded here that the gateway says was refunded or never
+orders). Anything paid there for an order or subscription of ours but not recorded
+here is fulfilled (with --fix) through `_create_subscription_and_order`, so a late
+webhook afterwards changes nothing; a payment that matches nothing of ours is held
+for review and granted only by an operator; anything recorded here that the gateway says was refunded or never
 paid is reported for a person to look at.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from app.gateways.base import DECLINED, NOT_COMPLETED, PAID, PaymentResult
 from app.models import MealPlan, Order, User
 from app.models.order import (ORDER_DISPUTED, ORDER_PAID, ORDER_PARTIALLY_REFUNDED,
                               ORDER_REFUNDED)
-from app.services import lifecycle
+from app.services import lifecycle, unmatched
 from app.services.fulfilment import _create_subscription_and_order
 
 log = logging.getLogger("tiffin.reconcile")
@@ -159,22 +160,27 @@ def _owner_and_plan(gateway: str, payment: PaymentResult, order: Order | None
             Order.reference == payment.order_reference)).first()
     if order is not None:
         return db.session.get(User, order.user_id), db.session.get(MealPlan, order.meal_plan_id)
-    user = db.session.get(User, int(payment.metadata_user_id)) if payment.metadata_user_id else None
-    plan = db.session.get(MealPlan, int(payment.metadata_plan_id)) if payment.metadata_plan_id \
-        else None
-    return user, plan
+    return None, None  # the gateway's metadata alone proves no purchase here
 
 
 def fulfil(gateway: str, payment: PaymentResult, order: Order | None, *,
            actor: str = "cli:reconcile") -> bool:
     """Fulfil a payment the gateway took and we missed. Returns True when this call did it.
 
-    Raises TiffinError when the helper refuses, or ValueError when the payment
-    names no user or plan we know.
+    A payment that matches no order and no subscription of ours grants nothing: it is
+    held for an operator's decision (unmatched.hold_payment) and reported unfixed.
+
+    Raises TiffinError when the helper refuses (PAYMENT_UNMATCHED for a held payment).
     """
     user, plan = _owner_and_plan(gateway, payment, order)
     if user is None or plan is None:
-        raise ValueError("the payment names no user/plan we know (metadata missing)")
+        held = unmatched.hold_payment(
+            gateway, payment.gateway_order_id, payment.gateway_payment_id, payment.amount_minor,
+            payment.currency, user_id=payment.metadata_user_id, plan_id=payment.metadata_plan_id,
+            actor=actor)
+        where = f"as order {held.reference}" if held is not None else "(names no user/plan of ours)"
+        raise TiffinError("PAYMENT_UNMATCHED", f"matches no order or subscription of ours: held "
+                          f"for review {where}; refund it or grant it (flask orders refund/grant)")
     amount = payment.amount_minor if payment.amount_minor is not None else \
         (order.amount_minor if order is not None else plan.price_minor)
     currency = payment.currency or (order.currency if order is not None else plan.currency)

@@ -99,15 +99,31 @@ def test_reconcile_fulfils_a_missed_webhook_exactly_once(shop, runner, client, r
     assert found_checks(monitor_json(runner)[1]) == {}
 
 
-def test_reconcile_creates_an_order_we_never_stored(shop, runner, remote):
+def test_reconcile_holds_a_payment_for_an_order_we_never_stored(shop, runner, remote):
+    """Metadata naming a shopper proves no purchase here: held for review, nothing granted,
+    critical until an operator refunds or grants it (issue 13, part 9)."""
     order = pending_order(shop["asha_user"], "meal-pack-5")
+    credits_before = shop["asha_user"].addon_meal_credits
     payment = _remote_payment(order)
     payment["order_id"], payment["reference"] = "tgo_never_stored", None
     remote.append(payment)
-    assert runner.invoke(args=["reconcile", "--fix"]).exit_code == 0
-    stored = db.session.scalars(sa.select(Order).where(
+
+    for _ in range(2):  # a second run grants nothing either
+        fixed = runner.invoke(args=["reconcile", "--fix", "--json"])
+        assert fixed.exit_code == 2, fixed.output
+        assert "PAYMENT_UNMATCHED" in fixed.output
+    held = db.session.scalars(sa.select(Order).where(
         Order.gateway_order_id == "tgo_never_stored")).one()
-    assert stored.status == "paid" and stored.user_id == shop["asha_user"].id
+    assert held.status == "needs_review" and held.failure_code == "PAYMENT_UNMATCHED"
+    db.session.refresh(shop["asha_user"])
+    assert shop["asha_user"].addon_meal_credits == credits_before
+    assert count(CreditLedgerEntry, CreditLedgerEntry.order_id == held.id) == 0
+    assert "payment_unmatched" in found_checks(monitor_json(runner)[1])
+
+    granted = runner.invoke(args=["orders", "grant", held.reference])
+    assert granted.exit_code == 0, granted.output
+    db.session.expire_all()
+    assert db.session.get(Order, held.id).status == "paid"
 
 
 def test_reconcile_subscription_payment_creates_the_subscription(app, runner, remote):
