@@ -149,3 +149,25 @@ def test_an_over_long_password_is_refused(client):
     reply = register(client, "a long passphrase " * 8)  # 144 characters
     assert reply.status_code == 400
     assert "This can be at most 128 characters long." in field_errors(reply)
+
+
+def test_an_unknown_email_costs_a_password_hash_like_a_wrong_password(client, auth, monkeypatch):
+    """Timing must not tell which addresses have accounts: both paths hash once."""
+    import werkzeug.security
+
+    from app.services import accounts
+
+    calls = []
+    real = werkzeug.security.check_password_hash
+
+    def counting(pwhash, password):
+        calls.append(password)
+        return real(pwhash, password)
+
+    monkeypatch.setattr(accounts, "check_password_hash", counting)
+    monkeypatch.setattr("app.models.user.check_password_hash", counting)
+    auth.register()
+    auth.logout()
+    client.post("/login", data={"email": "asha@example.com", "password": "wrong password 1"})
+    client.post("/login", data={"email": "nobody@example.com", "password": "wrong password 2"})
+    assert calls == ["wrong password 1", "wrong password 2"]

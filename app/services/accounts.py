@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import secrets
+from functools import lru_cache
 
 import sqlalchemy as sa
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
 from app.gateways import get_gateway
@@ -60,11 +62,19 @@ def ensure_demo_shopper() -> User:
     return user
 
 
+@lru_cache(maxsize=1)
+def _decoy_hash() -> str:
+    return generate_password_hash("decoy password, never set on an account")
+
+
 def authenticate(email: str, password: str) -> User | None:
     user = db.session.scalars(sa.select(User).where(User.email == normalise_email(email))).first()
-    if user is None or user.deleted_at is not None or not user.check_password(password):
+    if user is None or user.deleted_at is not None:
+        # Hash anyway, so an unknown email answers as slowly as a wrong password and
+        # timing does not tell which addresses have accounts.
+        check_password_hash(_decoy_hash(), password)
         return None
-    return user
+    return user if user.check_password(password) else None
 
 
 def delete_account(user: User, password: str) -> User:
