@@ -28,6 +28,18 @@ def field_errors(response) -> list[str]:
     return re.findall(r'<p class="field-error">([^<]*)</p>', response.text)
 
 
+@pytest.fixture(autouse=True)
+def _mid_window():
+    """Start each test mid-way through the limiter's windows (fixed ones reset at :00,
+    :15, :30, :45), so a run that happens to cross a boundary cannot reset the count."""
+    import datetime as dt
+
+    import time_machine
+
+    with time_machine.travel(dt.datetime(2026, 12, 3, 10, 7, 30, tzinfo=dt.timezone.utc)):
+        yield
+
+
 @pytest.fixture
 def two_shoppers(client, auth):
     auth.register()
@@ -171,3 +183,4 @@ def test_an_unknown_email_costs_a_password_hash_like_a_wrong_password(client, au
     client.post("/login", data={"email": "asha@example.com", "password": "wrong password 1"})
     client.post("/login", data={"email": "nobody@example.com", "password": "wrong password 2"})
     assert calls == ["wrong password 1", "wrong password 2"]
+

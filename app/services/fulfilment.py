@@ -371,6 +371,13 @@ def _record_refusal(gateway: str, gateway_order_id: str, error: TiffinError, act
     db.session.commit()
 
 
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    """True when a unique key refused the write (a race or a clash of gateway ids),
+    as opposed to another constraint or a database fault that a retry may get past."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)
+
+
 def _winning_order(gateway: str, gateway_order_id: str, gateway_payment_id: str | None):
     """The settled order that holds this order id, else this payment: what a
     unique-key refusal resolves to (None when neither is settled)."""
@@ -424,6 +431,8 @@ def _create_subscription_and_order(user: User, plan: MealPlan, gateway: str, gat
             winner = _winning_order(gateway, gateway_order_id, gateway_payment_id)
             if winner is not None:
                 return _settled_result(winner, user)
+            if not _is_unique_violation(exc):
+                raise  # a fault, not a race (a failed write): the caller's retry finishes it
             if attempt >= 2:
                 # No settled row won: refuse with a code (order to review), never a 500.
                 error = TiffinError("PAYMENT_CONFLICT", f"{gateway}:{gateway_order_id} payment "
