@@ -45,3 +45,15 @@ def test_partial_refunds_add_up_and_cannot_exceed_the_payment(client, auth, runn
     db.session.expire_all()
     order = db.session.get(Order, order.id)
     assert order.status == "refunded" and order.refunded_minor == 79900
+
+
+def test_the_success_page_of_a_refunded_order_never_says_not_charged(client, auth, runner):
+    """Charged, then refunded: the shopper sees the order as refunded, not 'not charged'."""
+    order = _paid(client, auth)
+    assert runner.invoke(args=["orders", "refund", order.reference]).exit_code == 0
+
+    page = client.get(f"/checkout/success/{order.reference}")
+    assert page.status_code == 303 and page.location.endswith(f"/account/orders/{order.reference}")
+    shown = client.get(page.location)
+    assert shown.status_code == 200 and "refunded" in shown.text
+    assert "not been charged" not in shown.text and "PAYMENT_NOT_COMPLETED" not in shown.text

@@ -5,6 +5,7 @@ from flask_login import current_user, login_required
 from app.checkout.forms import CheckoutForm
 from app.errors import TiffinError
 from app.extensions import limiter
+from app.models.order import ORDER_DISPUTED, ORDER_REFUNDED
 from app.services.checkout import (cancel_checkout, check_order, checkout_state, confirm_return,
                                    continue_checkout, start_checkout, unpaid_refusal)
 from app.services.fulfilment import subscription_for_order
@@ -42,6 +43,8 @@ def _to_gateway(order, started):
 def success(reference):
     """The order, the subscription and the meal credits, or where its payment stands."""
     order = check_order(current_user, reference)
+    if order.status in (ORDER_REFUNDED, ORDER_DISPUTED):  # charged, then given back or contested
+        return redirect(url_for("account.order", reference=reference), code=303)
     if not order.is_paid:
         raise unpaid_refusal(order)
     return render_template("checkout/success.html", order=order,

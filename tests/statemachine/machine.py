@@ -380,9 +380,9 @@ class PaymentMachine(RuleBasedStateMachine):
         "pending": {"PAYMENT_PENDING_CONFIRMATION", "PAYMENT_AWAITING_SHOPPER"},
         "failed": {"PAYMENT_DECLINED"},
         "canceled": {"PAYMENT_NOT_COMPLETED", "PAYMENT_DECLINED"},  # left, or the bank said no
-        "refunded": {"PAYMENT_NOT_COMPLETED"},
-        "disputed": {"PAYMENT_NOT_COMPLETED"},
     }
+    # Charged, then refunded or disputed: the shopper is shown the order as it stands.
+    CHARGED_BACK = ("refunded", "disputed")
 
     def _held(self, checkout) -> bool:
         """Whether the gateway holds money for this checkout."""
@@ -399,6 +399,13 @@ class PaymentMachine(RuleBasedStateMachine):
         if order.status in ("paid", "partially_refunded"):
             assert held, seen  # never "paid" for money the gateway does not hold
             assert response.status_code == 200 and "your payment is confirmed" in response.text, seen
+            return
+        if order.status in self.CHARGED_BACK:
+            assert "not been charged" not in response.text, seen
+            if response.status_code == 303:
+                assert f"/account/orders/{checkout.reference}" in response.location, seen
+            else:
+                assert response.status_code == 200 and order.status in response.text, seen
             return
         assert code in self.UNPAID_PAGES.get(order.status, ()), seen
         expected_status = 202 if code == "PAYMENT_PENDING_CONFIRMATION" else 402
