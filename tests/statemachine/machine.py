@@ -379,7 +379,9 @@ class PaymentMachine(RuleBasedStateMachine):
         # shopper (PAYMENT_AWAITING_SHOPPER, once the pending page asks the gateway).
         "pending": {"PAYMENT_PENDING_CONFIRMATION", "PAYMENT_AWAITING_SHOPPER"},
         "failed": {"PAYMENT_DECLINED"},
-        "canceled": {"PAYMENT_NOT_COMPLETED", "PAYMENT_DECLINED"},  # left, or the bank said no
+        # Left, or the bank said no; or left/expired while an async payment is still
+        # processing at the gateway, which the page truthfully calls "being confirmed".
+        "canceled": {"PAYMENT_NOT_COMPLETED", "PAYMENT_DECLINED", "PAYMENT_PENDING_CONFIRMATION"},
     }
     # Charged, then refunded or disputed: the shopper is shown the order as it stands.
     CHARGED_BACK = ("refunded", "disputed")
