@@ -267,6 +267,10 @@ class StripeGateway(PaymentGateway):
         except stripe.StripeError as exc:
             log.warning("stripe unreachable retrieving %s: %s", session_id, exc)
             return PaymentResult(status=PENDING, gateway_order_id=session_id)
+        return self._paid_session_result(session)
+
+    def _paid_session_result(self, session) -> PaymentResult:
+        """The session's result, with a paid plan's period as Stripe holds it."""
         result = self.session_result(session)
         if result.status == PAID and result.gateway_subscription_id:
             try:
@@ -287,14 +291,7 @@ class StripeGateway(PaymentGateway):
         except stripe.StripeError as exc:
             raise TiffinError("GATEWAY_UNAVAILABLE",
                               f"stripe session {order.gateway_order_id}: {exc}") from exc
-        result = self.session_result(session)
-        if result.status == PAID and result.gateway_subscription_id:
-            try:
-                remote = self.fetch_subscription(result.gateway_subscription_id)
-                result.period_start, result.period_end = remote.period_start, remote.period_end
-            except TiffinError:
-                pass  # the plan's own interval is used; the webhook syncs Stripe's period later
-        return result
+        return self._paid_session_result(session)
 
     def list_recent_payments(self, since: datetime) -> list[PaymentResult]:
         """For the reconcile backstop: Checkout Sessions created since `since`, newest
